@@ -1,0 +1,28 @@
+"""Shared tolerances and fixtures. Every random draw in the tests is seeded from here."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+#: float64 agreement of two exact computations of the same quantity.
+EXACT = 1e-10
+#: float64 agreement where an SVD or a long gate sequence sits in between.
+NEAR = 1e-8
+#: float32 agreement of two exact computations.
+SINGLE = 1e-5
+#: statistical tests: bounds of this many standard errors.
+SIGMAS = 5.0
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    return torch.Generator().manual_seed(1234)
+
+
+def random_state(d: int, batch: int, gen: torch.Generator, complex_: bool = True) -> torch.Tensor:
+    """Haar-like random unit vectors ``(batch, d)`` in float64/complex128."""
+    re = torch.randn(batch, d, generator=gen, dtype=torch.float64)
+    if complex_:
+        re = torch.complex(re, torch.randn(batch, d, generator=gen, dtype=torch.float64))
+    return re / torch.linalg.vector_norm(re, dim=-1, keepdim=True)
