@@ -1,0 +1,229 @@
+"""QuConv2d: forward against independent references, gradients, shots, errors, module behaviour."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import EXACT, NEAR, SINGLE
+from qucnn import QuConv2d, amplitude_encode, swap_test
+
+CONFIGS = [  # in_channels, kernel, stride, padding, H, W
+    (1, 2, 1, 0, 5, 5),
+    (1, 3, 1, 1, 6, 5),       # 9 values padded to 16 amplitudes
+    (2, (2, 3), (2, 1), (1, 0), 7, 6),
+    (3, 2, 2, 1, 5, 6),       # 12 values padded to 16
+]
+
+
+def make(config, out=3, layers=2, seed=0, **kw):
+    c, k, s, p, h, w = config
+    layer = QuConv2d(c, out, k, stride=s, padding=p, layers=layers,
+                     generator=torch.Generator().manual_seed(seed), **kw).double()
+    x = torch.rand(2, c, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
+    x[0, :, : h // 2, : w // 2] = 0  # all-zero patches must give 0
+    return layer, x
+
+
+def per_patch_reference(layer: QuConv2d, x: torch.Tensor) -> torch.Tensor:
+    """A loop over images, positions and filters with swap_test: independent of the conv path."""
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
+    xp = torch.nn.functional.pad(x, (pw, pw, ph, ph))
+    ho, wo = layer.output_shape(x.shape[-2], x.shape[-1])
+    states = layer.filter_states().detach()
+    out = torch.zeros(x.shape[0], layer.out_channels, ho, wo, dtype=x.dtype)
+    for b in range(x.shape[0]):
+        for r in range(ho):
+            for c in range(wo):
+                patch = amplitude_encode(xp[b, :, r * sh: r * sh + kh, c * sw: c * sw + kw].reshape(-1))
+                for o in range(layer.out_channels):
+                    out[b, o, r, c] = swap_test(states[o], patch.to(states.dtype)) if patch.any() else 0
+    return out
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_forward_matches_per_patch_loop(config):
+    layer, x = make(config)
+    out = layer(x)
+    ref = per_patch_reference(layer, x)
+    assert out.shape == ref.shape == (2, 3) + layer.output_shape(*x.shape[-2:])
+    assert torch.allclose(out, ref, atol=EXACT)
+    assert torch.all(out[0, :, 0, 0] == 0)
+
+
+def test_output_size_follows_conv2d():
+    for config in CONFIGS:
+        layer, x = make(config)
+        c, k, s, p, h, w = config
+        conv = nn.Conv2d(c, 3, k, stride=s, padding=p)
+        assert layer(x).shape == conv(x.float()).shape
+
+
+@pytest.mark.parametrize("config", CONFIGS[:3])
+def test_forward_matches_full_circuit(config):
+    layer, x = make(config, out=2, layers=1)
+    assert torch.allclose(layer.forward_circuit(x[:1]), layer(x[:1]), atol=EXACT)
+
+
+def test_qubits_theta_and_filter_states():
+    layer = QuConv2d(3, 5, 3, layers=2)
+    assert layer.n_qubits == 5  # 27 values -> 32 amplitudes
+    assert layer.theta.shape == (5, 2, 5, 2)
+    states = layer.filter_states()
+    assert states.shape == (5, 32) and states.is_complex()
+    assert torch.allclose(states.abs().pow(2).sum(-1), torch.ones(5), atol=SINGLE)
+    assert "kernel_size=(3, 3)" in repr(layer) and "layers=2" in repr(layer)
+
+
+def test_seeded_initialisation_is_reproducible():
+    a = QuConv2d(1, 4, 4, generator=torch.Generator().manual_seed(7))
+    b = QuConv2d(1, 4, 4, generator=torch.Generator().manual_seed(7))
+    c = QuConv2d(1, 4, 4, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a.theta, b.theta) and not torch.equal(a.theta, c.theta)
+    assert float(a.theta.detach().min()) >= 0 and float(a.theta.detach().max()) < 2 * math.pi
+
+
+def test_gradcheck_float64():
+    layer, x = make(CONFIGS[2], out=2, layers=1)
+    x = x[:1].clone().requires_grad_(True)
+    x.data[0, :, 0, :] = 0  # keep some all-zero patches in play, away from the kink at 0
+    fn = lambda inp, theta: torch.func.functional_call(layer, {"theta": theta}, (inp,))  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, layer.theta.detach().clone().requires_grad_(True)))
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("mode", ["parameter-shift", "entanglement"])
+def test_quantum_gradient_modes_equal_autograd(config, mode):
+    layer, x = make(config)
+    up = torch.randn(layer(x).shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    grads = {}
+    for name in ("autograd", mode):
+        layer.gradient = name
+        layer.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        (layer(xi) * up).sum().backward()
+        grads[name] = (layer.theta.grad.clone(), xi.grad.clone())
+    assert torch.allclose(grads[mode][0], grads["autograd"][0], atol=NEAR)
+    assert torch.allclose(grads[mode][1], grads["autograd"][1], atol=NEAR)
+    assert grads["autograd"][0].abs().max() > 1e-3  # a non-trivial check
+
+
+def test_quantum_gradient_modes_pass_gradcheck():
+    layer, x = make(CONFIGS[0], out=2, layers=1)
+    for mode in ("parameter-shift", "entanglement"):
+        layer.gradient = mode
+        fn = lambda inp, theta: torch.func.functional_call(layer, {"theta": theta}, (inp,))  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (x[1:].clone().requires_grad_(True),
+                                             layer.theta.detach().clone().requires_grad_(True)))
+
+
+def test_shots_forward_is_unbiased_with_binomial_variance():
+    layer, x = make(CONFIGS[0], out=2)
+    exact = layer(x).detach()
+    layer.shots = 200
+    trials = torch.stack([layer(x).detach() for _ in range(400)])
+    var = (1 - exact**2) / 200
+    valid = exact > 0
+    z = (trials.mean(0) - exact)[valid] / (var[valid] / 400).sqrt()
+    assert z.abs().max() < 5
+    assert torch.all(trials[:, ~valid] == 0)  # all-zero patches are not run
+    assert layer.last_cost["forward"].shots == layer.last_cost["forward"].circuits * 200
+
+
+def test_shots_forward_gradient_is_the_expectation_gradient():
+    layer, x = make(CONFIGS[0], out=2)
+    layer(x).sum().backward()
+    exact_grad = layer.theta.grad.clone()
+    layer.zero_grad()
+    layer.shots = 10
+    layer(x).sum().backward()
+    assert torch.allclose(layer.theta.grad, exact_grad, atol=EXACT)
+
+
+def test_shot_draws_are_seeded():
+    layer, x = make(CONFIGS[0], out=2, shots=50)
+    layer.generator = torch.Generator().manual_seed(5)
+    a = layer(x)
+    layer.generator = torch.Generator().manual_seed(5)
+    assert torch.equal(a, layer(x))
+
+
+def test_float32_matches_float64():
+    layer, x = make(CONFIGS[1])
+    out64 = layer(x)
+    out32 = layer.float()(x.float())
+    assert out32.dtype == torch.float32
+    assert torch.allclose(out32.double(), out64, atol=SINGLE)
+
+
+def test_works_in_sequential_with_an_optimizer():
+    torch.manual_seed(0)
+    model = nn.Sequential(QuConv2d(1, 2, 2, layers=1), nn.Flatten(), nn.Linear(2 * 16, 1))
+    x = torch.rand(8, 1, 5, 5)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    target = torch.rand(8, 1)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), target)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert "theta" in dict(model[0].named_parameters())
+    assert model[0](torch.rand(1, 5, 5)).shape == (2, 4, 4)  # unbatched input
+
+
+def test_cost_accounting():
+    layer, x = make(CONFIGS[0], out=3, layers=1)
+    nonzero = int((torch.nn.functional.unfold(x, 2).abs().sum(1) > 0).sum())
+    layer.gradient, layer.gradient_shots = "parameter-shift", 10
+    layer(x).sum().backward()
+    fwd, bwd = layer.last_cost["forward"], layer.last_cost["backward"]
+    assert (fwd.circuits, fwd.qubits, fwd.shots) == (3 * nonzero, 5, None)
+    assert (bwd.circuits, bwd.qubits, bwd.shots) == (2 * 4 * 3 * nonzero, 5, 2 * 4 * 3 * nonzero * 10)
+    layer.gradient = "entanglement"
+    up = torch.ones(2, 3, 4, 4, dtype=torch.float64)
+    up[:, 0] = 0  # a zero upstream gradient needs no circuit
+    (layer(x) * up).sum().backward()
+    assert layer.last_cost["backward"].circuits == 2 * 4 * 2 * nonzero
+    assert layer.last_cost["backward"].qubits == 6
+    totals = layer.total_cost()
+    assert totals["forward"]["circuits"] == 2 * 3 * nonzero
+    layer.reset_cost()
+    assert layer.total_cost()["backward"] == {"circuits": 0, "shots": 0}
+
+
+def test_bad_input_errors():
+    layer = QuConv2d(2, 2, 3)
+    with pytest.raises(ValueError, match="expects 2 input channel"):
+        layer(torch.rand(1, 3, 5, 5))
+    with pytest.raises(ValueError, match=r"must be finite, got 1 NaN/inf"):
+        x = torch.rand(1, 2, 5, 5)
+        x[0, 0, 0, 0] = float("nan")
+        layer(x)
+    with pytest.raises(ValueError, match=r"kernel_size \(3, 3\) is larger than the padded input \(2, 5\)"):
+        layer(torch.rand(1, 2, 2, 5))
+    with pytest.raises(ValueError, match=r"shape \(B, C, H, W\)"):
+        layer(torch.rand(5, 5))
+    with pytest.raises(TypeError, match="real floating-point"):
+        layer(torch.ones(1, 2, 5, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="shots must be a positive int or None, got 0"):
+        QuConv2d(1, 1, 2, shots=0)
+    with pytest.raises(ValueError, match="gradient_shots must be a positive int or None, got -5"):
+        QuConv2d(1, 1, 2, gradient_shots=-5)
+    with pytest.raises(ValueError, match="gradient must be one of"):
+        QuConv2d(1, 1, 2, gradient="finite-difference")
+    with pytest.raises(ValueError, match="kernel_size must be >= 1"):
+        QuConv2d(1, 1, 0)
+    with pytest.raises(TypeError, match="stride must be an int or a pair of ints"):
+        QuConv2d(1, 1, 2, stride=1.5)
+    with pytest.raises(ValueError, match="at least 2 values"):
+        QuConv2d(1, 1, 1)
+    with pytest.raises(ValueError, match="needs gradient_budget"):
+        sampled = QuConv2d(1, 1, 2, gradient="sampled")
+        sampled(torch.rand(1, 1, 3, 3)).sum().backward()
