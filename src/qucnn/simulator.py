@@ -28,9 +28,10 @@ from .gates import GATES, Op, real_dtype
 MEMORY_FRACTION = 0.5
 
 
-def _free_bytes(device: torch.device) -> int:
+def free_bytes(device: torch.device) -> int:
+    """Free memory on ``device`` in bytes (8 GiB when the platform does not say)."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        return int(torch.cuda.mem_get_info(device)[0])
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not every platform exposes sysconf
@@ -44,7 +45,7 @@ def check_register(n_qubits: int, batch: int = 1, dtype: torch.dtype = torch.com
         raise ValueError(f"n_qubits must be a positive int, got {n_qubits!r}")
     device = torch.device(device or "cpu")
     need = batch * (2**n_qubits) * torch.empty((), dtype=dtype).element_size()
-    free = _free_bytes(device)
+    free = free_bytes(device)
     if need > MEMORY_FRACTION * free:
         raise ValueError(
             f"a register of {n_qubits} qubits x batch {batch} in {dtype} needs {need / 2**30:.3g} GiB, "

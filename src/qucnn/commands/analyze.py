@@ -1,0 +1,119 @@
+"""``qucnn analyze``: analyses that test claims of the paper. Each analysis is a sub-subcommand
+(``qucnn analyze plateau``); add one by writing ``_register_<name>`` and listing it in ``ANALYSES``."""
+
+from __future__ import annotations
+
+import argparse
+
+QUICK = {"qubits": "2,4,6", "depths": "1-3", "samples": 256}
+DEFAULTS = {"qubits": "2,4,6,8", "depths": "1-12", "samples": 2000}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("analyze", help="analyses of the QuCNN layer (barren plateaus, ...)",
+                              description="Analyses of the QuCNN layer. Run 'qucnn analyze ANALYSIS -h'.")
+    sub = p.add_subparsers(dest="analysis", metavar="ANALYSIS")
+    for add in ANALYSES:
+        add(sub)
+    p.set_defaults(func=lambda args: _missing(p))
+
+
+def _missing(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _register_plateau(sub) -> None:
+    p = sub.add_parser(
+        "plateau", help="variance of dF/dtheta over random angles and MNIST patches (barren plateau)",
+        description="Variance, over uniform angles in [0, 2pi) and random real MNIST patches, of the exact "
+                    "gradient dF/dtheta (first and last ansatz parameter) and of F = |<f(theta)|x>|^2, for "
+                    "each qubit count and ansatz depth; fits Var ~ b^-n per depth and compares with a "
+                    "Haar-random (2-design) filter. Writes a JSON and a PNG beside it.")
+    p.add_argument("--qubits", default=None,
+                   help=f"qubit counts, list or range (default {DEFAULTS['qubits']}); patch k x k with "
+                        "C*k*k in (2^(n-1), 2^n]: 2->2x2, 4->4x4, 6->8x8, 8->16x16")
+    p.add_argument("--depths", default=None,
+                   help=f"ansatz depths (layers), e.g. 1-12 or 1,2,3 (default {DEFAULTS['depths']})")
+    p.add_argument("--samples", type=int, default=None,
+                   help=f"(angles, patch) pairs per cell (default {DEFAULTS['samples']})")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    p.add_argument("--channels", type=int, default=1,
+                   help="channels C per patch: the same window of C independently drawn images "
+                        "(n = ceil(log2(C*k*k)); default 1)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="samples per batched simulation (default: a whole cell at once, or the largest chunk whose "
+                        "autograd graph fits in a quarter of the free memory)")
+    p.add_argument("--out", default="results/plateau", help="output folder (default results/plateau)")
+    p.add_argument("--json", default=None, help="JSON path (default OUT/plateau.json); the PNG goes beside it")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a seconds-long check: qubits {QUICK['qubits']}, depths {QUICK['depths']}, "
+                        f"{QUICK['samples']} samples (options given explicitly still win)")
+    p.set_defaults(func=run_plateau)
+
+
+ANALYSES = (_register_plateau,)
+
+
+def _device(name: str):
+    import torch
+
+    if not isinstance(name, str) or not (name == "cpu" or name == "cuda" or name.startswith("cuda:")):
+        raise ValueError(f"--device must be cpu or cuda (or cuda:N), got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available here (torch.cuda.is_available() is False, "
+                         f"torch {torch.__version__}); use --device cpu")
+    return torch.device(name)
+
+
+def run_plateau(args) -> int:
+    import json
+    import math
+    from pathlib import Path
+
+    from ..analysis import parse_int_list, plateau_study, plot_plateau
+    from ..analysis.plateau import check_study
+
+    preset = QUICK if args.quick else DEFAULTS
+    qubits = parse_int_list(args.qubits or preset["qubits"], "--qubits")
+    depths = parse_int_list(args.depths or preset["depths"], "--depths")
+    samples = preset["samples"] if args.samples is None else args.samples
+    check_study(qubits, depths, samples, args.channels, args.batch_size)  # fail before loading anything
+    device = _device(args.device)
+    json_path = Path(args.json) if args.json else Path(args.out) / "plateau.json"
+    png_path = json_path.with_suffix(".png")
+
+    from ..datasets import load_embedded_mnist
+
+    images = load_embedded_mnist().train_images
+    result = plateau_study(images, qubits, depths, samples=samples, seed=args.seed, channels=args.channels,
+                           device=device, batch_size=args.batch_size, progress=True)
+    result["command"] = (f"qucnn analyze plateau --qubits {','.join(map(str, qubits))} --depths "
+                         f"{','.join(map(str, depths))} --samples {samples} --seed {args.seed} "
+                         f"--channels {args.channels}")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1))
+    plot_plateau(result, png_path)
+
+    print(f"decay base b of Var ~ b^-n over n = {qubits} (Haar 2-design: b = 4)")
+    print(f"{'depth':>5} {'b first':>14} {'b last':>14} {'b of Var F':>11}")
+    fid = {f["depth"]: f for f in result["fidelity_fits"]}
+    for depth in depths:
+        cells = []
+        for param in ("first", "last"):
+            fit = next((f for f in result["fits"] if f["depth"] == depth and f["param"] == param), None)
+            se = fit and fit["decay_base_stderr"]
+            cells.append("-" if fit is None else f"{fit['decay_base']:.2f}" + (f" +- {se:.2f}" if se else ""))
+        b_f = f"{fid[depth]['decay_base']:.2f}" if depth in fid else "-"
+        print(f"{depth:>5} {cells[0]:>14} {cells[1]:>14} {b_f:>11}")
+    for shots in sorted({s["shots"] for s in result["stall"]}):
+        crossing = [s["fitted_qubits"] for s in result["stall"] if s["shots"] == shots and s["fitted_qubits"]]
+        if crossing:
+            print(f"gradient std below the shot noise of {shots} shots from n ~ "
+                  f"{min(crossing):.1f} .. {max(crossing):.1f} qubits (fitted, over depths and parameters)")
+    worst = max((r for r in result["rows"]), key=lambda r: r["shots_snr1"] or 0.0)
+    print(f"largest shots needed for SNR 1: {worst['shots_snr1']:.3g} (n={worst['qubits']}, "
+          f"depth {worst['depth']}, {worst['param']} parameter)")
+    print(f"wrote {json_path} and {png_path}")
+    return 0
