@@ -117,9 +117,10 @@ def sampled_grad(x: Tensor, shifted: Tensor, g: Tensor, geom: Geometry, budget: 
     if total == 0:
         return Estimate(grad, 0, 0)
     dev = g.device
-    j = torch.multinomial(weights.double(), budget, replacement=True, generator=generator)
-    t = torch.randint(p, (budget,), generator=generator, device=dev)
-    sign_idx = torch.randint(2, (budget,), generator=generator, device=dev)
+    home = dev if generator is None else generator.device  # draw where the generator lives
+    j = torch.multinomial(weights.double().to(home), budget, replacement=True, generator=generator).to(dev)
+    t = torch.randint(p, (budget,), generator=generator, device=home).to(dev)
+    sign_idx = torch.randint(2, (budget,), generator=generator, device=home).to(dev)
     hw = g.shape[-1] * g.shape[-2]
     b, rem = j // (o * hw), j % (o * hw)
     f_idx, pos = rem // hw, rem % hw

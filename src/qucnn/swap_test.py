@@ -16,8 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -55,9 +53,11 @@ def estimate_z(expectation: Tensor, shots: int, generator: torch.Generator | Non
     ``n0 ~ Binomial(S, (1 + <Z>) / 2)``; unbiased with variance ``(1 - <Z>^2) / S``."""
     check_shots(shots)
     p0 = ((1 + expectation.detach()) / 2).clamp(0, 1)
-    count = torch.full_like(p0, float(shots))
-    n0 = torch.binomial(count, p0, generator=generator)
-    return 2 * n0 / shots - 1
+    # draw where the generator lives (a CPU generator with a CUDA layer still gives seeded draws)
+    home = p0.device if generator is None else generator.device
+    count = torch.full_like(p0, float(shots), device=home)
+    n0 = torch.binomial(count, p0.to(home), generator=generator)
+    return (2 * n0 / shots - 1).to(p0.device)
 
 
 def swap_test(a: Tensor, b: Tensor, shots: int | None = None,
@@ -133,4 +133,4 @@ def upstream_angle(delta: Tensor) -> Tensor:
 
 __all__ = ["swap_test", "swap_test_ops", "swap_test_circuit", "swap_test_circuit_state", "estimate_z",
            "check_shots", "upstream_angle", "SWAP_ANCILLA", "data_wires", "filter_wires",
-           "backprop_ancilla", "math"]
+           "backprop_ancilla"]
