@@ -53,7 +53,22 @@ def _register_plateau(sub) -> None:
     p.set_defaults(func=run_plateau)
 
 
-ANALYSES = (_register_plateau,)
+def _register_shots(sub) -> None:
+    p = sub.add_parser(
+        "shots", help="test accuracy against the total shots spent on filter gradients, per estimator",
+        description="Trains the same hybrid network with each filter-gradient estimator (exact, parameter "
+                    "shift and Eq. 17 at S shots per circuit, the sampled estimator at N shots per step) and "
+                    "plots test accuracy against the gradient shots a quantum computer would have spent.")
+    p.add_argument("--seed", type=int, default=0, help="seed of init, data order and shots (default 0)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per setting (default 2; --quick 1)")
+    p.add_argument("--train", type=int, default=None, help="training images (default 4000; --quick 512)")
+    p.add_argument("--out", default="results/shots", help="output folder (default results/shots)")
+    p.add_argument("--json", default=None, help="JSON path (default OUT/shots.json); the PNG goes beside it")
+    p.add_argument("--quick", action="store_true", help="a small network, 5 settings, seconds")
+    p.set_defaults(func=run_shots)
+
+
+ANALYSES = (_register_plateau, _register_shots)
 
 
 def _device(name: str):
@@ -116,4 +131,37 @@ def run_plateau(args) -> int:
     print(f"largest shots needed for SNR 1: {worst['shots_snr1']:.3g} (n={worst['qubits']}, "
           f"depth {worst['depth']}, {worst['param']} parameter)")
     print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+def run_shots(args) -> int:
+    import json
+    from pathlib import Path
+
+    from ..analysis.shots import FULL, QUICK, default_settings, plot_shots, quick_settings, shots_study
+    from ..datasets import load_embedded_mnist
+
+    sizes = dict(QUICK if args.quick else FULL)
+    for key in ("epochs", "train"):
+        value = getattr(args, key)
+        if value is not None:
+            if value < 1:
+                raise ValueError(f"--{key} must be a positive int, got {value}")
+            sizes[key] = value
+    json_path = Path(args.json) if args.json else Path(args.out) / "shots.json"
+    settings = quick_settings() if args.quick else default_settings()
+    result = shots_study(settings, load_embedded_mnist(), seed=args.seed, **sizes)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1))
+    plot_shots(result, json_path.with_suffix(".png"))
+    print(f"{'setting':<28} {'accuracy':>9} {'gradient shots':>15} {'seconds':>8}")
+    for row in result["rows"]:
+        shots = "exact" if row["method"] == "autograd" else f"{row['gradient_shots']:.3g}"
+        print(f"{row['label']:<28} {row['test_accuracy']:>9.4f} {shots:>15} {row['seconds']:>8.1f}")
+    saving = result["saving"]
+    if saving and saving.get("orders_of_magnitude") is not None:
+        print(f"at accuracy >= {saving['target_accuracy']:.4f}: {saving['sampled']} uses {saving['sampled_shots']:.3g} "
+              f"shots against {saving['dense_shots']:.3g} for {saving['dense']}: "
+              f"{saving['orders_of_magnitude']:.1f} orders of magnitude fewer")
+    print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
     return 0

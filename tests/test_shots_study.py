@@ -1,0 +1,75 @@
+"""The shots study: every setting trains from the same start and its shot bill adds up."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from qucnn.analysis.shots import Setting, build_network, default_settings, shots_saving, train_setting
+from qucnn.cli import main
+from qucnn.datasets import Dataset
+
+TINY = dict(filters=2, kernel=4, stride=4, layers=1, epochs=1, train=48, test=32, batch_size=16, lr=0.05)
+
+
+@pytest.fixture(scope="module")
+def data() -> Dataset:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(80, 1, 12, 12, generator=gen)
+    x[:, :, :4, :4] = 0  # all-zero patches: never run, never billed
+    y = torch.randint(0, 3, (80,), generator=gen)
+    return Dataset(x[:48], y[:48], x[48:], y[48:], "random")
+
+
+def test_default_settings_cover_the_issue():
+    settings = default_settings()
+    budgets = sorted(s.budget for s in settings if s.method == "sampled")
+    assert budgets == [10**k for k in range(2, 7)]
+    assert {s.method for s in settings} == {"autograd", "parameter-shift", "entanglement", "sampled"}
+    assert Setting("entanglement", shots=10).label == "entanglement S=10"
+
+
+def test_every_setting_starts_from_the_same_network():
+    a = build_network(Setting("autograd"), 2, 4, 2, 1, seed=3)
+    b = build_network(Setting("sampled", budget=10), 2, 4, 2, 1, seed=3)
+    for (_, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_shot_bills(data):
+    steps = math.ceil(48 / 16)
+    sampled = train_setting(Setting("sampled", budget=500), data, **TINY)
+    assert sampled["gradient_shots"] == sampled["gradient_circuits"] == steps * 500
+    ps = train_setting(Setting("parameter-shift", shots=7), data, **TINY)
+    # 2 shifts x 8 parameters (4 qubits, 1 layer) x 2 filters x 8 outputs with a non-zero patch
+    # (3x3 outputs at stride 4, the top-left one all zero) per image, 7 shots each
+    per_image = 2 * 8 * 2 * 8
+    assert ps["gradient_circuits"] == epochs_images(TINY) * per_image
+    assert ps["gradient_shots"] == 7 * ps["gradient_circuits"]
+    exact = train_setting(Setting("autograd"), data, **TINY)
+    assert exact["gradient_circuits"] == 0 and 0 <= exact["test_accuracy"] <= 1
+
+
+def epochs_images(sizes: dict) -> int:
+    return sizes["epochs"] * sizes["train"]
+
+
+def test_saving_in_orders_of_magnitude():
+    rows = [
+        {"method": "entanglement", "label": "e1", "gradient_shots": 10**7, "test_accuracy": 0.90},
+        {"method": "entanglement", "label": "e2", "gradient_shots": 10**8, "test_accuracy": 0.95},
+        {"method": "sampled", "label": "s1", "gradient_shots": 10**4, "test_accuracy": 0.80},
+        {"method": "sampled", "label": "s2", "gradient_shots": 10**5, "test_accuracy": 0.948},
+    ]
+    saving = shots_saving(rows)
+    assert saving["dense"] == "e2" and saving["sampled"] == "s2"
+    assert saving["orders_of_magnitude"] == pytest.approx(3.0)
+    rows[3]["test_accuracy"] = 0.5
+    assert shots_saving(rows)["orders_of_magnitude"] is None
+
+
+def test_cli_rejects_bad_options(capsys):
+    assert main(["analyze", "shots", "--epochs", "0", "--out", "/nonexistent/x"]) == 2
+    assert "--epochs must be a positive int, got 0" in capsys.readouterr().err
