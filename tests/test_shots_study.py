@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from qucnn.analysis.shots import Setting, build_network, default_settings, shots_saving, train_setting
+from qucnn.analysis.shots import (Setting, build_network, default_settings, shots_needed, shots_saving,
+                                  train_setting)
 from qucnn.cli import main
 from qucnn.datasets import Dataset
 
@@ -59,15 +60,22 @@ def epochs_images(sizes: dict) -> int:
 def test_saving_in_orders_of_magnitude():
     rows = [
         {"method": "entanglement", "label": "e1", "gradient_shots": 10**7, "test_accuracy": 0.90},
-        {"method": "entanglement", "label": "e2", "gradient_shots": 10**8, "test_accuracy": 0.95},
-        {"method": "sampled", "label": "s1", "gradient_shots": 10**4, "test_accuracy": 0.80},
-        {"method": "sampled", "label": "s2", "gradient_shots": 10**5, "test_accuracy": 0.948},
+        {"method": "entanglement", "label": "e2", "gradient_shots": 10**9, "test_accuracy": 0.94},
+        {"method": "parameter-shift", "label": "p1", "gradient_shots": 10**7, "test_accuracy": 0.93},
+        {"method": "sampled", "label": "s1", "gradient_shots": 10**4, "test_accuracy": 0.92},
+        {"method": "sampled", "label": "s2", "gradient_shots": 10**5, "test_accuracy": 0.95},
     ]
     saving = shots_saving(rows)
-    assert saving["dense"] == "e2" and saving["sampled"] == "s2"
-    assert saving["orders_of_magnitude"] == pytest.approx(3.0)
-    rows[3]["test_accuracy"] = 0.5
-    assert shots_saving(rows)["orders_of_magnitude"] is None
+    s1, s2 = saving["points"]
+    # e1 -> e2 spans 2 decades for 0.04 of accuracy: 0.92 sits half way, at 10**8 shots
+    assert s1["dense"]["entanglement"]["shots"] == pytest.approx(1e8)
+    assert s1["dense"]["entanglement"]["orders_of_magnitude"] == pytest.approx(4.0)
+    # parameter shift's only point is above 0.92: an upper bound of 10**7 shots, 3 orders
+    assert s1["dense"]["parameter-shift"]["interpolated"] is False
+    assert s1["orders_of_magnitude"] == pytest.approx(3.0)
+    assert s2["orders_of_magnitude"] is None  # nothing dense reached 0.95
+    assert saving["best"]["label"] == "s1"
+    assert shots_needed([(10, 0.5), (1000, 0.7)], 0.6) == (pytest.approx(100.0), True)
 
 
 def test_cli_rejects_bad_options(capsys):

@@ -159,9 +159,14 @@ def run_shots(args) -> int:
         shots = "exact" if row["method"] == "autograd" else f"{row['gradient_shots']:.3g}"
         print(f"{row['label']:<28} {row['test_accuracy']:>9.4f} {shots:>15} {row['seconds']:>8.1f}")
     saving = result["saving"]
-    if saving and saving.get("orders_of_magnitude") is not None:
-        print(f"at accuracy >= {saving['target_accuracy']:.4f}: {saving['sampled']} uses {saving['sampled_shots']:.3g} "
-              f"shots against {saving['dense_shots']:.3g} for {saving['dense']}: "
-              f"{saving['orders_of_magnitude']:.1f} orders of magnitude fewer")
+    for point in (saving or {}).get("points", []):
+        parts = []
+        for method, need in point["dense"].items():
+            if need["shots"] is None:
+                parts.append(f"{method}: never reached")
+            else:
+                bound = "" if need["interpolated"] else "<= "
+                parts.append(f"{method}: {bound}{need['shots']:.3g} shots ({need['orders_of_magnitude']:+.1f} orders)")
+        print(f"{point['label']} ({point['shots']:.3g} shots, accuracy {point['test_accuracy']:.4f}) vs " + "; ".join(parts))
     print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
     return 0
