@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import struct
 from importlib import resources
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from qucnn.datasets import IDX_DTYPES, load_dataset, load_embedded_mnist, load_idx_dir, read_idx, subset
+from qucnn.datasets import IDX_DTYPES, Dataset, load_dataset, load_embedded_mnist, load_idx_dir, read_idx, subset
 
 
 def write_idx(path: Path, array: np.ndarray, code: int, gz: bool = False, extra: bytes = b"") -> Path:
@@ -42,19 +43,38 @@ def test_reader_errors(tmp_path):
     with pytest.raises(ValueError, match=r"truncated: shape \(2, 3\) needs 18 bytes, found 16"):
         read_idx(tmp_path / "short")
     (tmp_path / "long").write_bytes(raw + b"\x00")
-    with pytest.raises(ValueError, match="1 unexpected trailing bytes"):
+    with pytest.raises(ValueError, match="1 unexpected trailing bytes: shape \\(2, 3\\) needs 18 bytes, found 19"):
         read_idx(tmp_path / "long")
     (tmp_path / "magic").write_bytes(b"\x00\x00\x07\x02" + raw[4:])
     with pytest.raises(ValueError, match="bad IDX magic number 0x00000702"):
         read_idx(tmp_path / "magic")
     (tmp_path / "empty").write_bytes(b"")
-    with pytest.raises(ValueError, match="too short for an IDX header"):
+    with pytest.raises(ValueError, match="empty file"):
         read_idx(tmp_path / "empty")
+    (tmp_path / "tiny").write_bytes(b"\x00\x00")
+    with pytest.raises(ValueError, match="2 bytes is too short for an IDX header"):
+        read_idx(tmp_path / "tiny")
+    (tmp_path / "header").write_bytes(raw[:6])
+    with pytest.raises(ValueError, match="truncated header: 2 dimensions need 12 bytes, found 6"):
+        read_idx(tmp_path / "header")
+    # A corrupt huge shape must be reported as truncation, not wrap around to a small byte count.
+    (tmp_path / "huge").write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3I", 2**32 - 1, 2**32 - 1, 2**32 - 1))
+    with pytest.raises(ValueError, match="truncated: shape"):
+        read_idx(tmp_path / "huge")
     (tmp_path / "bad.gz").write_bytes(gzip.compress(raw)[:-8])
     with pytest.raises(ValueError, match="not a readable gzip file"):
         read_idx(tmp_path / "bad.gz")
-    with pytest.raises(FileNotFoundError, match="IDX file not found"):
+    with pytest.raises(FileNotFoundError, match="IDX file not found: .*missing"):
         read_idx(tmp_path / "missing")
+    for name in ("short", "long", "magic", "empty", "bad.gz"):  # every message names the file
+        with pytest.raises(ValueError, match=re.escape(str(tmp_path / name))):
+            read_idx(tmp_path / name)
+
+
+def test_gzip_is_detected_by_content(tmp_path):
+    raw = write_idx(tmp_path / "plain", np.arange(6, dtype=np.uint8).reshape(2, 3), 0x08).read_bytes()
+    (tmp_path / "renamed").write_bytes(gzip.compress(raw))
+    assert read_idx(tmp_path / "renamed").tolist() == [[0, 1, 2], [3, 4, 5]]
 
 
 def test_embedded_mnist_is_the_documented_set():
@@ -84,9 +104,20 @@ def fake_mnist(folder: Path, n_train=6, n_test=4, gz=True) -> Path:
 def test_load_idx_dir_standard_layout(tmp_path):
     data = load_dataset(fake_mnist(tmp_path / "mnist", gz=False))
     assert data.train_images.shape == (6, 1, 28, 28) and data.test_labels.shape == (4,)
-    assert float(data.train_images.max()) <= 1.0
+    assert data.train_images.dtype == torch.float32 and data.train_labels.dtype == torch.int64
+    assert float(data.train_images.max()) <= 1.0 and data.name == "mnist"
+    raw = read_idx(tmp_path / "mnist" / "train-images-idx3-ubyte")
+    assert torch.equal(data.train_images[:, 0], torch.from_numpy(raw).float() / 255)
+    assert "train=(6, 1, 28, 28)" in repr(data) and data == data and data != subset(data)
     small = subset(data, 2, 1)
     assert small.train_images.shape[0] == 2 and small.test_images.shape[0] == 1
+
+
+def test_load_idx_dir_accepts_dotted_names(tmp_path):
+    folder = fake_mnist(tmp_path / "dotted", gz=True)
+    for path in list(folder.iterdir()):
+        path.rename(folder / path.name.replace("-idx", ".idx"))
+    assert load_idx_dir(folder).test_images.shape == (4, 1, 28, 28)
 
 
 def test_load_idx_dir_single_pair_splits_80_20(tmp_path):
@@ -112,3 +143,33 @@ def test_load_idx_dir_errors(tmp_path):
     write_idx(folder / "train-images-idx3-ubyte", np.zeros((6, 28), np.uint8), 0x08, gz=True)
     with pytest.raises(ValueError, match=r"expected uint8 images of shape \(N, H, W\)"):
         load_idx_dir(folder)
+    folder = fake_mnist(tmp_path / "size")
+    write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((4, 14, 14), np.uint8), 0x08, gz=True)
+    with pytest.raises(ValueError, match=r"train images are \(28, 28\) but test images are \(14, 14\)"):
+        load_idx_dir(folder)
+    folder = fake_mnist(tmp_path / "labels2d")
+    write_idx(folder / "train-labels-idx1-ubyte", np.zeros((6, 2), np.uint8), 0x08, gz=True)
+    with pytest.raises(ValueError, match=r"expected integer labels of shape \(N,\)"):
+        load_idx_dir(folder)
+
+
+def test_load_idx_dir_reports_what_is_missing(tmp_path):
+    folder = fake_mnist(tmp_path / "partial")
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="found only.*train-images-idx3-ubyte.gz"):
+        load_idx_dir(folder)
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        load_dataset(tmp_path / "file")
+    pair = tmp_path / "one"
+    pair.mkdir()
+    write_idx(pair / "images-idx3-ubyte", np.zeros((1, 4, 4), np.uint8), 0x08)
+    write_idx(pair / "labels-idx1-ubyte", np.zeros(1, np.uint8), 0x08)
+    with pytest.raises(ValueError, match="1 images are too few for an 80/20 split"):
+        load_idx_dir(pair)
+
+
+def test_num_classes_of_an_empty_split():
+    x, y = torch.zeros(3, 1, 2, 2), torch.tensor([0, 4, 1])
+    assert Dataset(x, y, x[:0], y[:0], "tiny").num_classes == 5
+    assert Dataset(x[:0], y[:0], x[:0], y[:0], "none").num_classes == 0

@@ -13,7 +13,9 @@ Example:
 from __future__ import annotations
 
 import gzip
+import math
 import struct
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,51 +26,65 @@ import torch
 #: IDX type codes -> big-endian numpy dtypes.
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 EMBEDDED_TRAIN = 8000
+EMBEDDED_FILES = ("images-idx3-ubyte.gz", "labels-idx1-ubyte.gz")
+STANDARD_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                  "t10k-labels-idx1-ubyte")
+PAIR_STEMS = ("images-idx3-ubyte", "labels-idx1-ubyte")
 
 
-def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise FileNotFoundError(f"IDX file not found: {path}")
-    if path.suffix == ".gz":
-        try:
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        except (OSError, EOFError) as err:  # truncated or corrupt gzip stream
-            raise ValueError(f"{path}: not a readable gzip file ({err})") from err
-    return path.read_bytes()
+def _decompress(raw: bytes, where: str) -> bytes:
+    # Sniff the gzip magic rather than trust the suffix: downloads are often renamed either way.
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as err:  # truncated or corrupt gzip stream
+        raise ValueError(f"{where}: not a readable gzip file ({err})") from err
+
+
+def parse_idx(raw: bytes, where: str = "<bytes>") -> np.ndarray:
+    """Parse the (already decompressed) bytes of an IDX file; ``where`` names it in error messages."""
+    if not raw:
+        raise ValueError(f"{where}: empty file (expected an IDX header of at least 4 bytes)")
+    if len(raw) < 4:
+        raise ValueError(f"{where}: {len(raw)} bytes is too short for an IDX header (need at least 4)")
+    zero, code, ndim = raw[0] << 8 | raw[1], raw[2], raw[3]
+    if zero != 0 or code not in IDX_DTYPES or ndim == 0:
+        raise ValueError(f"{where}: bad IDX magic number 0x{raw[:4].hex()} (expected 0x0000, a type code in "
+                         f"{[hex(c) for c in IDX_DTYPES]} and ndim >= 1)")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{where}: truncated header: {ndim} dimensions need {header} bytes, found {len(raw)}")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(IDX_DTYPES[code])
+    # math.prod on Python ints: np.prod would silently wrap around for a corrupt, huge shape.
+    expected = header + math.prod(shape) * dtype.itemsize
+    if len(raw) < expected:
+        raise ValueError(f"{where}: truncated: shape {shape} needs {expected} bytes, found {len(raw)}")
+    if len(raw) > expected:
+        raise ValueError(f"{where}: {len(raw) - expected} unexpected trailing bytes: shape {shape} needs "
+                         f"{expected} bytes, found {len(raw)}")
+    # astype copies to native byte order, so the result is writable and independent of ``raw``.
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (raw or ``.gz``) into a numpy array of its declared dtype and shape.
+    """Read an IDX file (raw or gzip) into a numpy array of its declared dtype and shape.
 
-    Raises ``ValueError`` for an empty or truncated file, an unknown magic number or trailing bytes.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for an empty or truncated file,
+    an unknown magic number, trailing bytes or a corrupt gzip stream.
 
     Example:
         >>> read_idx("train-labels-idx1-ubyte.gz").shape  # doctest: +SKIP
         (60000,)
     """
     path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4:
-        raise ValueError(f"{path}: {len(raw)} bytes is too short for an IDX header (need at least 4)")
-    zero, code, ndim = raw[0] << 8 | raw[1], raw[2], raw[3]
-    if zero != 0 or code not in IDX_DTYPES or ndim == 0:
-        raise ValueError(f"{path}: bad IDX magic number 0x{raw[:4].hex()} (expected 0x0000, a type code in "
-                         f"{[hex(c) for c in IDX_DTYPES]} and ndim >= 1)")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path}: truncated header: {ndim} dimensions need {header} bytes, found {len(raw)}")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(IDX_DTYPES[code])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(raw) < expected:
-        raise ValueError(f"{path}: truncated: shape {shape} needs {expected} bytes, found {len(raw)}")
-    if len(raw) > expected:
-        raise ValueError(f"{path}: {len(raw) - expected} unexpected trailing bytes after shape {shape}")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    if not path.is_file():
+        raise FileNotFoundError(f"IDX file not found: {path}")
+    return parse_idx(_decompress(path.read_bytes(), str(path)), str(path))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: a generated __eq__ over tensors would raise, not compare
 class Dataset:
     """Images ``(N, 1, H, W)`` float32 in ``[0, 1]`` and labels ``(N,)`` int64, split into train and test."""
 
@@ -80,7 +96,9 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
-        return int(max(self.train_labels.max(), self.test_labels.max())) + 1
+        """``max label + 1`` over both splits (0 for an empty data set)."""
+        labels = torch.cat([self.train_labels, self.test_labels])
+        return int(labels.max()) + 1 if labels.numel() else 0
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, train={tuple(self.train_images.shape)}, "
@@ -90,8 +108,8 @@ class Dataset:
 def _to_tensors(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     if images.ndim != 3 or images.dtype != np.uint8:
         raise ValueError(f"{where}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
-    if labels.ndim != 1:
-        raise ValueError(f"{where}: expected labels of shape (N,), got {labels.shape}")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(f"{where}: expected integer labels of shape (N,), got {labels.dtype} {labels.shape}")
     if len(images) != len(labels):
         raise ValueError(f"{where}: {len(images)} images but {len(labels)} labels")
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
@@ -105,40 +123,56 @@ def _split(images: np.ndarray, labels: np.ndarray, n_train: int, name: str, wher
 
 def load_embedded_mnist() -> Dataset:
     """The 10,000 real MNIST digits shipped with qucnn: first 8,000 train, last 2,000 test."""
+    # Traversable.read_bytes works even when the package is imported from a zip, unlike a file path.
     root = resources.files("qucnn").joinpath("data")
-    with resources.as_file(root) as folder:
-        images = read_idx(Path(folder) / "images-idx3-ubyte.gz")
-        labels = read_idx(Path(folder) / "labels-idx1-ubyte.gz")
+    images, labels = (parse_idx(_decompress(root.joinpath(f).read_bytes(), f"qucnn/data/{f}"), f"qucnn/data/{f}")
+                      for f in EMBEDDED_FILES)
     return _split(images, labels, EMBEDDED_TRAIN, "mnist-10k (embedded)", "embedded MNIST")
 
 
 def _find(directory: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+    dotted = stem.replace("-idx", ".idx")  # some mirrors write train-images.idx3-ubyte
+    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
         if (directory / name).is_file():
             return directory / name
     return None
 
 
 def load_idx_dir(directory: str | Path) -> Dataset:
-    """Load a directory of IDX files: the standard ``train-images-idx3-ubyte[.gz]``,
-    ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (MNIST,
-    Fashion-MNIST), or a single ``images-idx3-ubyte`` + ``labels-idx1-ubyte`` pair, split 80/20."""
+    """Load a directory of IDX files into a :class:`Dataset`.
+
+    Either the standard four files ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+    ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (MNIST, Fashion-MNIST; each raw or ``.gz``,
+    ``-idx`` or ``.idx``), or a single ``images-idx3-ubyte`` + ``labels-idx1-ubyte`` pair, split 80/20
+    (first 80% train).
+
+    Example:
+        >>> load_idx_dir("/usr/share/datasets/fashion-mnist").train_images.shape  # doctest: +SKIP
+        torch.Size([60000, 1, 28, 28])
+    """
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"data directory not found: {directory}")
-    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    found = [_find(directory, s) for s in stems]
+        raise FileNotFoundError(f"data directory not found (or not a directory): {directory}")
+    name = directory.resolve().name or str(directory)
+    found = [_find(directory, s) for s in STANDARD_STEMS]
     if all(found):
         train = _to_tensors(read_idx(found[0]), read_idx(found[1]), f"{directory} (train)")
         test = _to_tensors(read_idx(found[2]), read_idx(found[3]), f"{directory} (t10k)")
-        return Dataset(*train, *test, name=directory.name or str(directory))
-    pair = [_find(directory, s) for s in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+        if train[0].shape[1:] != test[0].shape[1:]:
+            raise ValueError(f"{directory}: train images are {tuple(train[0].shape[2:])} but test images "
+                             f"are {tuple(test[0].shape[2:])}")
+        return Dataset(*train, *test, name=name)
+    pair = [_find(directory, s) for s in PAIR_STEMS]
     if all(pair):
         images, labels = read_idx(pair[0]), read_idx(pair[1])
-        return _split(images, labels, int(0.8 * len(images)), directory.name, str(directory))
+        n_train = len(images) * 4 // 5  # integer arithmetic: 0.8 * n can land just below a whole number
+        if n_train == 0 or n_train == len(images):
+            raise ValueError(f"{directory}: {len(images)} images are too few for an 80/20 split")
+        return _split(images, labels, n_train, name, str(directory))
+    present = [p.name for p in found + pair if p is not None]
     raise FileNotFoundError(
-        f"no IDX data set in {directory}: looked for {', '.join(s + '[.gz]' for s in stems)} "
-        "or images-idx3-ubyte[.gz] + labels-idx1-ubyte[.gz]")
+        f"no IDX data set in {directory}: looked for {', '.join(s + '[.gz]' for s in STANDARD_STEMS)} "
+        f"or {' + '.join(s + '[.gz]' for s in PAIR_STEMS)}; found only {present or 'none of them'}")
 
 
 def load_dataset(data: str | Path | None = None) -> Dataset:
