@@ -227,3 +227,12 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="needs gradient_budget"):
         sampled = QuConv2d(1, 1, 2, gradient="sampled")
         sampled(torch.rand(1, 1, 3, 3)).sum().backward()
+
+
+@pytest.mark.parametrize("mode", ["autograd", "parameter-shift", "entanglement", "sampled"])
+def test_empty_batch_gives_empty_output_and_zero_gradient(mode):
+    layer = QuConv2d(1, 2, 2, layers=1, gradient=mode, gradient_budget=10)
+    out = layer(torch.rand(0, 1, 4, 4))
+    assert out.shape == (0, 2, 3, 3)
+    out.sum().backward()
+    assert torch.all(layer.theta.grad == 0) and layer.last_cost["forward"].circuits == 0

@@ -90,8 +90,8 @@ def entanglement_grad(x: Tensor, shifted: Tensor, g: Tensor, geom: Geometry, sho
                       generator: torch.Generator | None = None) -> Estimate:
     """Entanglement-based backpropagation (Eq. 16-17) with ``c = max_j |g_j|``."""
     norms = patch_norms(x, geom.kernel, geom.stride, geom.padding)
-    scale = g.abs().max()
     grad = torch.zeros(shifted.shape[2], shifted.shape[1], dtype=g.dtype, device=g.device)
+    scale = g.abs().max() if g.numel() else g.new_zeros(())  # an empty shard has nothing to run
     if scale == 0:
         return Estimate(grad, 0, None if shots is None else 0)
     delta = (g / scale).unsqueeze(1)  # (B, 1, O, H', W')

@@ -201,6 +201,10 @@ class QuConv2d(nn.Module):
         unbatched = isinstance(x, Tensor) and x.dim() == 3
         x = self._check_input(x.unsqueeze(0) if unbatched else x)
         theta = self.theta
+        if x.shape[0] == 0:  # an empty shard (data parallelism): nothing to run, zero gradient for theta
+            self._record("forward", QuantumCost())
+            self._record("backward", QuantumCost())
+            return x.new_zeros((0, self.out_channels) + self.output_shape(*x.shape[-2:])) + 0 * theta.sum().to(x.dtype)
         if self.gradient == "autograd":
             out = fidelity_maps(x, self.ansatz.state(theta), self.kernel_size, self.stride, self.padding)
         else:

@@ -1,0 +1,215 @@
+"""Training: a tiny run learns, resume is bit-identical, 2-process DDP equals 1 process, --compare,
+errors that lose nothing, atomic files, the schedule and the data order."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import EXACT, NEAR
+from qucnn.checkpoint import atomic_save, atomic_write, load_checkpoint
+from qucnn.cli import main
+from qucnn.datasets import load_embedded_mnist
+from qucnn.fidelity import patch_norms
+from qucnn.models import GlobalBatchNorm, build_model
+from qucnn.training import TrainConfig, data_order, one_cycle, train
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def tiny(tmp: Path | None, **kw) -> TrainConfig:
+    # one thread: on a shared 2-core machine two OpenMP threads per process are many times slower
+    base = dict(epochs=2, filters=2, limit_train=512, limit_test=500, batch_size=32, progress=False, threads=1,
+                out=None if tmp is None else str(tmp))
+    return TrainConfig(**{**base, **kw})
+
+
+def state(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def no_temp_files(folder: Path) -> bool:
+    return not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_tiny_run_learns_and_writes_everything(tmp_path):
+    m = train(tiny(tmp_path))
+    e = m["epochs"]
+    assert [x["epoch"] for x in e] == [1, 2]
+    assert e[1]["train_loss"] < e[0]["train_loss"] < math.log(10)
+    assert m["final"]["test_accuracy"] > 0.5  # chance is 0.1
+    assert json.loads((tmp_path / "metrics.json").read_text())["final"] == m["final"]
+    for name in ("model.pt", "checkpoint.pt", "learning_curve.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "first.theta" in state(tmp_path / "model.pt")
+    assert no_temp_files(tmp_path)
+    # forward cost: one circuit per (image, filter, non-zero patch); exact expectations -> shots None
+    x = load_embedded_mnist().train_images[:512]
+    circuits = int((patch_norms(x, (4, 4), (1, 1), (0, 0)) > 0).sum()) * 2
+    for entry in e:
+        assert entry["quantum_cost"]["forward"] == {"circuits": circuits, "shots": None}
+        assert entry["images"] == 512 and entry["images_per_s"] > 0
+    assert m["final"]["quantum_cost"]["forward"]["circuits"] == 2 * circuits
+    assert m["final"]["total_shots"] is None
+
+
+def test_resume_mid_epoch_is_bit_identical(tmp_path):
+    # shots, entanglement gradients with shots and dropout: every generator must be restored
+    kw = dict(limit_train=96, limit_test=64, epochs=2, checkpoint_every=2, stride=2, shots=200,
+              gradient="entanglement", gradient_shots=100, head="bn,maxpool:2,fc:32,relu,dropout:0.2")
+    full = train(tiny(tmp_path / "full", **kw))
+    crashed = train(tiny(tmp_path / "crash", max_steps=5, **kw))  # 3 steps/epoch: dies mid epoch 2
+    assert crashed["stopped_at_step"] == 5
+    assert not (tmp_path / "crash" / "model.pt").exists()
+    ckpt = load_checkpoint(tmp_path / "crash" / "checkpoint.pt")
+    assert (ckpt["epoch"], ckpt["batch"], ckpt["step"]) == (1, 1, 4)  # the step-4 checkpoint, mid epoch 2
+    resumed = train(tiny(tmp_path / "crash", resume=True, **kw))
+    a, b = state(tmp_path / "full" / "model.pt"), state(tmp_path / "crash" / "model.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for x, y in zip(resumed["epochs"], full["epochs"], strict=True):
+        for k in ("train_loss", "test_loss", "test_accuracy", "quantum_cost", "eval_quantum_cost"):
+            assert x[k] == y[k], k
+    assert full["final"]["total_shots"] == resumed["final"]["total_shots"] > 0
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    # 65 images, batch 32: shards 16/16, 16/16 and 1/0 (uneven, one empty); dropout masks and BatchNorm
+    # statistics must be those of the global batch; entanglement gradients go through the custom Function
+    # (the torchrun test below covers autograd gradients and the default head)
+    kw = dict(limit_train=65, limit_test=64, epochs=1, dtype="float64", gradient="entanglement",
+              head="bn,maxpool:2,fc:16,relu,dropout:0.3", plot=False)
+    one = train(tiny(tmp_path / "one", **kw))
+    two = train(tiny(tmp_path / "two", nproc=2, **kw))
+    assert two["world_size"] == 2
+    a, b = state(tmp_path / "one" / "model.pt"), state(tmp_path / "two" / "model.pt")
+    for k in a:
+        assert torch.allclose(a[k].double(), b[k].double(), atol=NEAR, rtol=0), k
+    assert two["epochs"][0]["train_loss"] == pytest.approx(one["epochs"][0]["train_loss"], abs=NEAR)
+    assert two["epochs"][0]["quantum_cost"] == one["epochs"][0]["quantum_cost"]
+
+
+def test_two_process_resume_is_bit_identical(tmp_path):
+    # per-rank shot streams are gathered into the checkpoint and handed back to their ranks
+    kw = dict(limit_train=96, limit_test=32, epochs=1, stride=2, shots=100, checkpoint_every=1, nproc=2, plot=False)
+    train(tiny(tmp_path / "full", **kw))
+    assert train(tiny(tmp_path / "crash", max_steps=2, **kw))["stopped_at_step"] == 2
+    assert len(load_checkpoint(tmp_path / "crash" / "checkpoint.pt")["rng"]["layer"]) == 2
+    train(tiny(tmp_path / "crash", resume=True, **kw))
+    a, b = state(tmp_path / "full" / "model.pt"), state(tmp_path / "crash" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchrun_launch_matches_one_process(tmp_path):
+    common = ["--limit-train", "40", "--limit-test", "32", "--epochs", "1", "--filters", "2", "--batch-size", "16",
+              "--dtype", "float64", "--no-progress", "--no-plot"]
+    assert main(["train", "--out", str(tmp_path / "one"), "--threads", "1", *common]) == 0
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "qucnn", "train", "--out", str(tmp_path / "two"), *common]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a, b = state(tmp_path / "one" / "model.pt"), state(tmp_path / "two" / "model.pt")
+    assert all(torch.allclose(a[k], b[k], atol=NEAR, rtol=0) for k in a)
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["world_size"] == 2
+
+
+def test_compare_trains_three_models(tmp_path, capsys):
+    args = ["train", "--compare", "--out", str(tmp_path), "--epochs", "1", "--limit-train", "128", "--limit-test",
+            "64", "--filters", "2", "--no-progress", "--threads", "1"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    for kind in ("quantum", "frozen", "classical"):
+        assert 0 <= m["compare"][kind]["test_accuracy"] <= 1
+        assert kind in printed
+        assert (tmp_path / kind / "model.pt").exists() and (tmp_path / kind / "checkpoint.pt").exists()
+    assert (tmp_path / "learning_curve.png").stat().st_size > 0
+    assert m["compare"]["classical"]["quantum_cost"] is None
+    init = build_model("quantum", filters=2, seed=0).first.theta
+    assert torch.equal(state(tmp_path / "frozen" / "model.pt")["first.theta"], init)
+    assert not torch.equal(state(tmp_path / "quantum" / "model.pt")["first.theta"], init)
+    # same head start for all three: the classical run differs only in its first layer
+    assert m["compare"]["frozen"]["model"]["trainable"] == m["compare"]["quantum"]["model"]["trainable"] - init.numel()
+
+
+def test_bad_arguments_fail_cleanly_and_lose_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--gradient", "backprop", "--out", str(out)]) == 2
+    assert "gradient must be one of" in capsys.readouterr().err and not out.exists()
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "data directory not found" in capsys.readouterr().err and not out.exists()
+    assert main(["train", "--resume", "--out", str(out)]) == 2
+    assert "no checkpoint" in capsys.readouterr().err and not out.exists()
+
+    train(tiny(out, epochs=1, limit_train=64, limit_test=32, plot=False))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    ckpt = out / "checkpoint.pt"
+    ckpt.write_bytes(before["checkpoint.pt"][: len(before["checkpoint.pt"]) // 2])  # truncated by a crash
+    truncated = ckpt.read_bytes()
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "1", "--limit-train", "64"]) == 2
+    err = capsys.readouterr().err
+    assert str(ckpt) in err and "corrupt or truncated" in err
+    assert ckpt.read_bytes() == truncated
+    assert (out / "model.pt").read_bytes() == before["model.pt"]
+    ckpt.write_bytes(before["checkpoint.pt"])
+    # a fresh run into a folder holding a checkpoint is refused; a resume of another run too
+    assert main(["train", "--out", str(out), "--epochs", "1"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "1", "--lr", "0.5"]) == 2
+    assert "lr (saved 0.01, now 0.5)" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    with pytest.raises(ValueError, match="unknown head token 'conv:3'"):
+        train(tiny(None, head="bn,conv:3"))
+    with pytest.raises(ValueError, match="CUDA is not available") if not torch.cuda.is_available() else \
+            pytest.raises(ValueError, match="one GPU per process"):
+        train(tiny(None, device="cuda", nproc=torch.cuda.device_count() + 1))
+
+
+def test_atomic_write_keeps_old_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    atomic_save({"step": 1, "w": torch.arange(3.0)}, path)
+    old = path.read_bytes()
+
+    def dies(fh):
+        fh.write(b"partial")
+        raise KeyboardInterrupt  # killed mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, dies)
+    assert path.read_bytes() == old and no_temp_files(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+    with pytest.raises(ValueError, match="not a qucnn training checkpoint"):
+        load_checkpoint(path)
+
+
+def test_one_cycle_matches_torch_scheduler():
+    total, peak = 37, 3e-3
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peak, total_steps=total, pct_start=0.2)
+    for step in range(total):
+        lr, beta1 = one_cycle(step, total, peak)
+        assert lr == pytest.approx(opt.param_groups[0]["lr"], rel=EXACT)
+        assert beta1 == pytest.approx(opt.param_groups[0]["betas"][0], rel=EXACT)
+        opt.step()
+        sched.step()
+
+
+def test_data_order_is_a_function_of_seed_and_epoch():
+    assert torch.equal(data_order(3, 1, 100), data_order(3, 1, 100))
+    assert not torch.equal(data_order(3, 1, 100), data_order(3, 2, 100))
+    assert sorted(data_order(3, 1, 100).tolist()) == list(range(100))
+
+
+def test_global_batch_norm_is_batch_norm_on_one_process(gen):
+    x = torch.randn(4, 3, 5, 5, generator=gen, dtype=torch.float64)
+    ours, ref = GlobalBatchNorm(3).double(), torch.nn.BatchNorm2d(3).double()
+    assert torch.allclose(ours(x), ref(x), atol=EXACT)
+    assert torch.allclose(ours.running_var, ref.running_var, atol=EXACT)
