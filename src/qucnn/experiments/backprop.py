@@ -1,0 +1,241 @@
+"""Experiment 2 (Section V-B, Fig. 4): entanglement-based backpropagation against the post-processed
+parameter shift, for growing shot counts.
+
+One filter (the Fig. 1 ansatz, 4 qubits, 3 layers, seeded angles: 24 parameters) is SWAP-tested
+against one fixed data state, and the loss is ``L = g F`` with the backpropagated value ``g``
+(``--upstream``, default 0.5). For each parameter ``t`` (shift ``pi/2``, Eq. 4-6):
+
+- **parameter shift, post-processed** (Eq. 6): ``g (F+_hat - F-_hat) / 2``, each ``F_hat`` a SWAP-test
+  estimate with ``S`` shots (:func:`qucnn.gradients.parameter_shift_grad`, the layer's estimator);
+  standard deviation ``(|g|/2) sqrt(((1 - F+^2) + (1 - F-^2)) / S)``.
+- **entanglement** (Eq. 15-17): the ancilla ``b`` carries ``delta = g / c`` with ``c = 1`` (so it
+  really carries ``g = 0.5``, as in the paper); ``<Z_a> = delta F`` and the gradient is
+  ``(c/2) (Z+_hat - Z-_hat)``; standard deviation ``(c/2) sqrt(((1 - delta^2 F+^2) + (1 - delta^2 F-^2)) / S)``.
+- **entanglement-cmax** (extra): the layer's own :func:`qucnn.gradients.entanglement_grad`, which
+  picks ``c = max_j |g_j| = |g|`` so ``delta = +-1``; with one output this has exactly the
+  post-processed variance.
+
+The default data state is the uniform superposition ``H^n|0>`` (a 4x4 patch of ones): the paper's
+"maximally-mixed state" would give ``F = 1/d`` for every filter and a zero gradient.
+
+Example:
+    >>> metrics = run_backprop(Config(out=Path("results"), quick=True).validated())  # doctest: +SKIP
+    >>> {r["method"] for r in metrics["rows"]} >= {"entanglement", "parameter-shift"}  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .common import Config, ShotSampler, load_data, progress, pyplot, save_figure
+
+SHOT_COUNTS = (10, 100, 1_000, 10_000, 100_000)
+N_QUBITS, LAYERS, KERNEL = 4, 3, 4
+#: Repeats per shot count of the torch back end, by quick.
+REPEATS = {False: 500, True: 50}
+#: Aer plans by (quick, noise): shot counts, repeats, parameters (None: all; k: the k largest |gradients|).
+#: Aer keeps every shot as a string, and with noise every shot is a trajectory of ~200 noisy gates
+#: (the SVD unitaries unrolled), so the noisy plans are small.
+AER_PLAN = {(False, False): (SHOT_COUNTS, 10, None), (True, False): (SHOT_COUNTS[:4], 3, None),
+            (False, True): (SHOT_COUNTS[:3], 3, 4), (True, True): (SHOT_COUNTS[:2], 3, 4)}
+METHODS = ("entanglement", "parameter-shift", "entanglement-cmax")
+SCALE_C = 1.0
+
+
+def data_patch(config: Config, device: torch.device) -> tuple[Tensor, str]:
+    """The fixed data state as a one-patch image ``(1, 1, 4, 4)`` float64 and a description."""
+    if config.data_state == "uniform":
+        return torch.ones(1, 1, KERNEL, KERNEL, dtype=torch.float64, device=device), \
+            "uniform superposition H^n|0> (4x4 patch of ones)"
+    images = load_data(config).test_images[:1].double()
+    cols = F.unfold(images, KERNEL)[0]  # (16, 625): the patch with the most lit pixels, then the largest norm
+    score = (cols > 0).sum(0) * 1e3 + cols.norm(dim=0)
+    best = int(score.argmax())
+    row, col = divmod(best, images.shape[-1] - KERNEL + 1)
+    patch = cols[:, best].reshape(1, 1, KERNEL, KERNEL).to(device)
+    return patch, f"MNIST test image 0, 4x4 patch at row {row}, column {col}"
+
+
+def theoretical_std(f_plus: Tensor, f_minus: Tensor, g: float, shots: int, method: str) -> Tensor:
+    """Standard deviation ``(P,)`` of one gradient estimate with ``shots`` per circuit.
+
+    ``entanglement``: ``(c/2) sqrt(((1 - delta^2 F+^2) + (1 - delta^2 F-^2)) / S)``, ``delta = g / c``
+    (``c = 1``; ``c = |g|`` for ``entanglement-cmax``); ``parameter-shift``:
+    ``(|g|/2) sqrt(((1 - F+^2) + (1 - F-^2)) / S)``.
+    """
+    if method == "parameter-shift":
+        return abs(g) / 2 * torch.sqrt(((1 - f_plus**2) + (1 - f_minus**2)) / shots)
+    c = SCALE_C if method == "entanglement" else abs(g)
+    delta = g / c
+    return c / 2 * torch.sqrt(((1 - delta**2 * f_plus**2) + (1 - delta**2 * f_minus**2)) / shots)
+
+
+def run_backprop(config: Config) -> dict:
+    """Run experiment 2 and draw Fig. 4 into ``config.out``; returns the metrics section."""
+    from ..ansatz import FilterAnsatz
+    from ..fidelity import fidelity_maps
+    from ..gradients import Geometry, shifted_thetas
+    from ..swap_test import swap_test_circuit
+
+    device = config.torch_device
+    gen = config.generator("backprop")
+    g = float(config.upstream)
+    x, description = data_patch(config, device)
+    ansatz = FilterAnsatz(N_QUBITS, LAYERS)
+    theta = (2 * math.pi * torch.rand((1,) + ansatz.param_shape, generator=gen, dtype=torch.float64)).to(device)
+    geom = Geometry((KERNEL, KERNEL), (1, 1), (0, 0))
+
+    # exact references: autograd of L = g F, and the shifted fidelities F+- of every parameter
+    theta_req = theta.clone().requires_grad_(True)
+    fid = fidelity_maps(x, ansatz.state(theta_req), geom.kernel)[0, 0, 0, 0]
+    (exact,) = torch.autograd.grad(g * fid, theta_req)
+    exact, fid = exact.reshape(-1), fid.detach()
+    shifted = ansatz.state(shifted_thetas(theta))  # (2, P, 1, d)
+    f_shift = fidelity_maps(x, shifted.reshape(-1, 16), geom.kernel).reshape(2, -1)
+    data_state = x.reshape(1, -1) / x.norm()
+    eq15 = swap_test_circuit(data_state, ansatz.state(theta), upstream=g / SCALE_C)
+    checks = {
+        "exact_fidelity": float(fid),
+        "parameter_shift_exact_error": float(((g / 2) * (f_shift[0] - f_shift[1]) - exact).abs().max()),
+        "eq15_circuit_error": float((eq15 - (g / SCALE_C) * fid).abs().max()),
+    }
+
+    shot_counts, repeats, n_params = _schedule(config)
+    params = exact.abs().argsort(descending=True)[:n_params].sort().values if n_params else \
+        torch.arange(exact.numel())
+    draws = _draw_all(config, x, shifted[:, params], f_shift[:, params], g, geom, shot_counts, repeats)
+    rows, summary = [], []
+    for shots in shot_counts:
+        for method in METHODS if config.backend == "torch" else METHODS[:2]:
+            est = draws[(shots, method)]  # (repeats, len(params))
+            mean, std = est.mean(0), est.std(0)
+            theory = theoretical_std(f_shift[0], f_shift[1], g, shots, method)[params]
+            for i, p in enumerate(params.tolist()):
+                rows.append({"shots": shots, "method": method, "parameter": p, "mean": float(mean[i]),
+                             "std": float(std[i]), "exact": float(exact[p]), "theory_std": float(theory[i])})
+            ratio = (std / theory) ** 2  # measured / theoretical variance, per parameter
+            summary.append({
+                "shots": shots, "method": method, "repeats": repeats, "parameters": len(params),
+                "max_abs_error_in_se": float(((mean - exact[params]).abs() / (theory / math.sqrt(repeats))).max()),
+                "variance_ratio_mean": float(ratio.mean()),
+                "variance_ratio_sd": float(ratio.std()),
+                "mean_theory_std": float(theory.mean()),
+            })
+    metrics = {
+        "upstream": g, "scale_c": SCALE_C, "delta": g / SCALE_C, "data_state": config.data_state,
+        "data_state_description": description, "qubits": N_QUBITS, "layers": LAYERS,
+        "parameters": ansatz.n_params, "shot_counts": list(shot_counts), "repeats": repeats,
+        "parameters_estimated": params,
+        "theta": theta.reshape(-1), "exact_gradient": exact, "f_plus": f_shift[0], "f_minus": f_shift[1],
+        "checks": checks, "summary": summary, "rows": rows,
+    }
+    metrics["figures"] = [_plot(config.figure("backprop", "fig4_backprop"), rows, summary, exact, config)]
+    return metrics
+
+
+def _schedule(config: Config) -> tuple[tuple[int, ...], int, int | None]:
+    if config.backend == "torch":
+        return SHOT_COUNTS, REPEATS[config.quick], None
+    return AER_PLAN[(config.quick, config.noise)]
+
+
+def _draw_all(config: Config, x: Tensor, shifted: Tensor, f_shift: Tensor, g: float, geom,
+              shot_counts: tuple[int, ...], repeats: int) -> dict:
+    """Gradient estimates ``(repeats, P)`` for every (shots, method)."""
+    from ..gradients import entanglement_grad, parameter_shift_grad
+
+    out: dict = {}
+    upstream = torch.full((1, 1, 1, 1), g, dtype=torch.float64, device=x.device)
+    if config.backend == "torch":
+        gen = config.generator("backprop:shots")
+        sampler = ShotSampler(config, "backprop")
+        patch = x.reshape(1, -1)
+        jobs = [(s, r) for s in shot_counts for r in range(repeats)]
+        for shots, _ in progress(jobs, "backprop repeats"):
+            ps = parameter_shift_grad(x, shifted, upstream, geom, shots, gen).grad[0]
+            delta = g / SCALE_C
+            z = sampler(patch.expand(2 * f_shift.shape[1], -1), shifted.reshape(-1, 16),
+                        delta * f_shift.reshape(-1), shots).reshape(2, -1)
+            ent = SCALE_C / 2 * (z[0] - z[1])  # Eq. 17 with c = 1
+            cmax = entanglement_grad(x, shifted, upstream, geom, shots, gen).grad[0]
+            for method, value in zip(METHODS, (ent, ps, cmax)):
+                out.setdefault((shots, method), []).append(value)
+        return {k: torch.stack(v) for k, v in out.items()}
+    # Aer: every repeat and shift of one (shots, method) in one batched call
+    sampler = ShotSampler(config, "backprop")
+    p = f_shift.shape[1]
+    patch = x.reshape(1, -1).expand(2 * p * repeats, -1)
+    states = shifted.reshape(1, 2 * p, 16).expand(repeats, -1, -1).reshape(-1, 16)
+    expect = f_shift.reshape(1, -1).expand(repeats, -1).reshape(-1)
+    for shots in progress(shot_counts, "backprop shot counts (aer)"):
+        delta = torch.full_like(expect, g / SCALE_C)
+        z = sampler(patch, states, delta * expect, shots, upstream=delta).reshape(repeats, 2, p)
+        out[(shots, "entanglement")] = SCALE_C / 2 * (z[:, 0] - z[:, 1])
+        z = sampler(patch, states, expect, shots).reshape(repeats, 2, p)
+        out[(shots, "parameter-shift")] = g / 2 * (z[:, 0] - z[:, 1])
+    return out
+
+
+def _plot(path: Path, rows: list[dict], summary: list[dict], exact: Tensor, config: Config) -> str:
+    plt = pyplot()
+    fig, ax = plt.subplots(1, 3, figsize=(18, 5.2), layout="constrained")
+    shots = sorted({r["shots"] for r in rows})
+    estimated = {r["parameter"] for r in rows}
+    top: list[int] = []
+    for i in exact.abs().argsort(descending=True).tolist():  # large gradients with distinct exact values
+        if i in estimated and all(abs(float(exact[i] - exact[j])) > 0.005 for j in top) and len(top) < 2:
+            top.append(i)
+    colours = {"entanglement": "tab:red", "parameter-shift": "tab:blue", "entanglement-cmax": "tab:green"}
+    offsets = {"entanglement": 0.93, "parameter-shift": 1.0, "entanglement-cmax": 1.07}
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    for k, p in enumerate(top):
+        for method in methods[:2]:
+            sel = sorted((r for r in rows if r["parameter"] == p and r["method"] == method), key=lambda r: r["shots"])
+            xs = [r["shots"] * offsets[method] for r in sel]
+            ax[0].errorbar(xs, [r["mean"] for r in sel], yerr=[r["std"] for r in sel], color=colours[method],
+                           marker="os^"[k], ms=4, capsize=3, lw=1, label=f"{method}, parameter {p}")
+            ax[0].fill_between(xs, [r["exact"] - r["theory_std"] for r in sel],
+                               [r["exact"] + r["theory_std"] for r in sel], color=colours[method], alpha=0.08)
+        ax[0].axhline(float(exact[p]), color="k", ls="--", lw=0.8)
+    ax[0].set_xscale("log")
+    ax[0].set_xlabel("shots per circuit")
+    ax[0].set_ylabel("dL/dtheta  (mean +- std over repeats)")
+    ax[0].set_title("two large gradients: estimates vs exact (dashes)\nshaded: exact +- theoretical std",
+                    fontsize=10)
+    ax[0].legend(fontsize=7)
+    for method in methods:
+        sel = [r for r in rows if r["method"] == method]
+        label = method + (" (same theory as parameter-shift)" if method == "entanglement-cmax" else "")
+        ax[1].scatter([r["theory_std"] for r in sel], [r["std"] for r in sel], s=8, color=colours[method],
+                      alpha=0.6, label=label)
+    lo = min(r["theory_std"] for r in rows)
+    hi = max(r["theory_std"] for r in rows)
+    ax[1].plot([lo, hi], [lo, hi], "k--", lw=1, label="measured = theory")
+    ax[1].set_xscale("log")
+    ax[1].set_yscale("log")
+    ax[1].set_xlabel("theoretical std")
+    ax[1].set_ylabel("measured std over repeats")
+    ax[1].set_title(f"{len({r['parameter'] for r in rows})} parameters x {len(shots)} shot counts", fontsize=10)
+    ax[1].legend(fontsize=8)
+    for method in methods:
+        sel = sorted((s for s in summary if s["method"] == method), key=lambda s: s["shots"])
+        ax[2].plot([s["shots"] for s in sel], [s["max_abs_error_in_se"] for s in sel], "o-",
+                   color=colours[method], label=method)
+    ax[2].axhline(5, color="grey", ls=":", label="5 standard errors")
+    ax[2].set_xscale("log")
+    ax[2].set_xlabel("shots per circuit")
+    ax[2].set_ylabel("max over parameters |mean - exact| / (std / sqrt(repeats))")
+    ax[2].set_title("bias check (theoretical standard errors)", fontsize=10)
+    ax[2].legend(fontsize=8)
+    fig.suptitle(f"Fig. 4: entanglement-based backpropagation (g = {config.upstream}, c = {SCALE_C}) vs "
+                 f"post-processed parameter shift [{config.backend}{', noise' if config.noise else ''}]")
+    return save_figure(fig, path)
+
+
+__all__ = ["METHODS", "SCALE_C", "SHOT_COUNTS", "data_patch", "run_backprop", "theoretical_std"]

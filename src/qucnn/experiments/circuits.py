@@ -1,0 +1,206 @@
+"""The circuit figures (Fig. 1, 2, 5) drawn from the same registry ops our simulator runs, with their
+qubit and gate counts.
+
+Circuits: the filter ansatz (Fig. 1, 4 qubits, 3 layers), the ideal convolutional state prepared by
+the QuantumFlow SVD unitary and by Mottonen gates (Fig. 5), the convolution SWAP test (Fig. 2: data
+patch by SVD unitary, filter by the ansatz) and the entanglement-based backpropagation circuit
+(Eq. 17, one more ancilla). Drawn with Qiskit's matplotlib drawer when ``qucnn.qiskit`` and the
+drawer's own dependency (``pylatexenc``) are there, otherwise with :func:`draw_ops`, a small
+matplotlib drawing of wires, gate boxes and control dots.
+
+Example:
+    >>> from qucnn.ansatz import FilterAnsatz
+    >>> import torch
+    >>> ops = FilterAnsatz(2, 1).ops(torch.zeros(1, 1, 2, 2))
+    >>> count_ops(ops, 2)["cnots"]
+    2
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..gates import GATES, Op
+from .common import Config, load_data, progress, pyplot, save_figure
+from .forward import KERNEL, train_classical
+
+N_QUBITS, LAYERS = 4, 3
+COLOURS = {"RX": "#cfe2f3", "RY": "#cfe2f3", "RZ": "#d9ead3", "H": "#fff2cc", "X": "#f4cccc", "Z": "#f4cccc",
+           "UNITARY": "#d9d2e9"}
+#: Basis of the optional transpiled CNOT count (IBM-style hardware gates).
+HARDWARE_BASIS = ["rz", "sx", "x", "cx"]
+
+
+def layout(ops: Sequence[Op]) -> list[int]:
+    """The column of each op: as early as possible, no two ops overlapping on the wires they span."""
+    free: dict[int, int] = {}
+    cols = []
+    for op in ops:
+        span = range(min(op.wires), max(op.wires) + 1)
+        col = max((free.get(q, 0) for q in span), default=0)
+        for q in span:
+            free[q] = col + 1
+        cols.append(col)
+    return cols
+
+
+def count_ops(ops: Sequence[Op], n_qubits: int) -> dict:
+    """``qubits``, ``gates`` (all ops), ``cnots``, ``cswaps``, ``depth`` and ``gate_counts`` by name."""
+    by_name: dict[str, int] = {}
+    for op in ops:
+        by_name[op.gate] = by_name.get(op.gate, 0) + 1
+    return {"qubits": n_qubits, "gates": len(ops), "cnots": by_name.get("CNOT", 0),
+            "cswaps": by_name.get("CSWAP", 0), "depth": max(layout(ops), default=-1) + 1,
+            "gate_counts": dict(sorted(by_name.items()))}
+
+
+def _angle(op: Op) -> str:
+    if op.params is None or GATES[op.gate].num_params == 0:
+        return ""
+    return f"{float(op.params.reshape(-1)[0]):.2f}"
+
+
+def draw_ops(ops: Sequence[Op], n_qubits: int, path: Path, title: str, wire_names: Sequence[str],
+             unitary_names: Sequence[str] = (), measured: Sequence[int] = ()) -> str:
+    """Draw ``ops`` with matplotlib: one horizontal wire per qubit, a box per gate (rotation angles
+    under the name), control dots, target circles for CNOT, crosses for CSWAP, ``UNITARY`` ops as tall
+    boxes named by ``unitary_names`` in order; a meter box on each ``measured`` wire. Returns the name."""
+    plt = pyplot()
+    from matplotlib.patches import Circle, Rectangle
+
+    cols = layout(ops)
+    ncols = max(cols, default=-1) + 1 + (1 if measured else 0)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.62 * ncols + 2), 0.55 * n_qubits + 1.2))
+    for q in range(n_qubits):
+        ax.plot([-0.6, ncols - 0.4], [-q, -q], color="black", lw=0.8, zorder=0)
+        ax.text(-0.8, -q, wire_names[q], ha="right", va="center", fontsize=9)
+    names = iter(unitary_names)
+    for op, col in zip(ops, cols):
+        lo, hi = min(op.wires), max(op.wires)
+        if op.gate == "UNITARY":
+            ax.add_patch(Rectangle((col - 0.38, -hi - 0.3), 0.76, hi - lo + 0.6, fc=COLOURS["UNITARY"], ec="black"))
+            ax.text(col, -(lo + hi) / 2, next(names, "U"), ha="center", va="center", fontsize=8, rotation=90)
+        elif op.gate in ("CNOT", "CSWAP"):
+            ax.plot([col, col], [-lo, -hi], color="black", lw=1, zorder=1)
+            ax.add_patch(Circle((col, -op.wires[0]), 0.09, color="black", zorder=2))
+            if op.gate == "CNOT":
+                ax.add_patch(Circle((col, -op.wires[1]), 0.18, fc="white", ec="black", zorder=2))
+                ax.plot([col - 0.18, col + 0.18], [-op.wires[1]] * 2, color="black", lw=1, zorder=3)
+                ax.plot([col, col], [-op.wires[1] - 0.18, -op.wires[1] + 0.18], color="black", lw=1, zorder=3)
+            else:
+                for w in op.wires[1:]:
+                    ax.plot([col], [-w], marker="x", color="black", ms=9, mew=1.5, zorder=3)
+        else:
+            ax.add_patch(Rectangle((col - 0.34, -lo - 0.28), 0.68, 0.56, fc=COLOURS.get(op.gate, "white"),
+                                   ec="black", zorder=2))
+            angle = _angle(op)
+            ax.text(col, -lo + (0.07 if angle else 0), op.gate, ha="center", va="center", fontsize=7, zorder=3)
+            if angle:
+                ax.text(col, -lo - 0.14, angle, ha="center", va="center", fontsize=5, zorder=3)
+    for q in measured:
+        ax.add_patch(Rectangle((ncols - 1 - 0.34, -q - 0.28), 0.68, 0.56, fc="#eeeeee", ec="black", zorder=2))
+        ax.text(ncols - 1, -q, "M", ha="center", va="center", fontsize=8, zorder=3)
+    ax.set_xlim(-2.2, ncols)
+    ax.set_ylim(-n_qubits + 0.4, 0.7)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title, fontsize=10)
+    return save_figure(fig, path, bbox_inches="tight")
+
+
+def _qiskit_circuit(ops: Sequence[Op], n_qubits: int, measured: Sequence[int]):
+    """``qucnn.qiskit.ops_to_circuit`` plus the measurements (ImportError if Qiskit is missing)."""
+    from ..qiskit import ops_to_circuit
+
+    circuit = ops_to_circuit(list(ops), n_qubits)
+    if measured:
+        from qiskit import ClassicalRegister
+
+        reg = ClassicalRegister(len(measured), "m")
+        circuit.add_register(reg)
+        circuit.measure(list(measured), list(reg))
+    return circuit
+
+
+def draw(ops: Sequence[Op], n_qubits: int, path: Path, title: str, wire_names: Sequence[str],
+         unitary_names: Sequence[str] = (), measured: Sequence[int] = ()) -> tuple[str, str, int | None]:
+    """Draw with Qiskit's matplotlib drawer if it can, else :func:`draw_ops`. Returns
+    ``(file name, drawer, CNOTs after transpiling to rz/sx/x/cx or None without Qiskit)``."""
+    try:
+        circuit = _qiskit_circuit(ops, n_qubits, measured)
+    except ImportError:
+        return draw_ops(ops, n_qubits, path, title, wire_names, unitary_names, measured), "matplotlib (qucnn)", None
+    from qiskit import transpile
+
+    cx = int(transpile(circuit.remove_final_measurements(inplace=False), basis_gates=HARDWARE_BASIS,
+                       optimization_level=1, seed_transpiler=0).count_ops().get("cx", 0))
+    try:
+        fig = circuit.draw("mpl", fold=-1)
+    except ImportError:  # the drawer needs pylatexenc, not a dependency of qiskit itself
+        return draw_ops(ops, n_qubits, path, title, wire_names, unitary_names, measured), "matplotlib (qucnn)", cx
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path, bbox_inches="tight"), "qiskit", cx
+
+
+def circuit_specs(config: Config) -> list[dict]:
+    """The circuits to draw: name, figure, ops, qubit count, wire names, unitary names, measured wires."""
+    from ..ansatz import FilterAnsatz
+    from ..encoding import mottonen_ops, svd_unitary
+    from ..swap_test import data_wires, filter_wires, swap_test_ops
+
+    gen = config.generator("circuits")
+    theta = 2 * math.pi * torch.rand((1, LAYERS, N_QUBITS, 2), generator=gen, dtype=torch.float64)
+    ansatz = FilterAnsatz(N_QUBITS, LAYERS)
+    filt = train_classical(config).state[None]  # the ideal convolutional state (1, 16)
+    image = load_data(config).test_images[0, 0].double()
+    patch = image[12:12 + KERNEL, 12:12 + KERNEL].reshape(1, -1)  # a central, non-zero patch
+    if float(patch.abs().sum()) == 0:
+        patch = torch.ones(1, KERNEL * KERNEL, dtype=torch.float64)
+    n = N_QUBITS
+    q = [f"q{i}" for i in range(n)]
+    conv = ["a"] + [f"x{i}" for i in range(n)] + [f"f{i}" for i in range(n)]
+    data_prep = Op("UNITARY", data_wires(n), svd_unitary(patch))
+    filt_ops = ansatz.ops(theta, filter_wires(n))
+    return [
+        dict(name="filter_ansatz", figure="fig1_filter_ansatz.png", ops=ansatz.ops(theta), qubits=n, wires=q,
+             unitaries=[], measured=[], title=f"Fig. 1: filter ansatz, {n} qubits, {LAYERS} layers "
+                                               "(RX, RZ per qubit, CNOT ring)"),
+        dict(name="state_preparation_svd", figure="fig5_state_prep_svd.png",
+             ops=[Op("UNITARY", tuple(range(n)), svd_unitary(filt))], qubits=n, wires=q,
+             unitaries=["W (SVD)"], measured=[], title="Fig. 5: ideal convolutional state, QuantumFlow SVD unitary"),
+        dict(name="state_preparation_gates", figure="fig5_state_prep_gates.png", ops=mottonen_ops(filt),
+             qubits=n, wires=q, unitaries=[], measured=[],
+             title="Fig. 5: ideal convolutional state, Mottonen RY/CNOT gates"),
+        dict(name="swap_test", figure="fig2_swap_test.png", ops=[data_prep] + filt_ops + swap_test_ops(n),
+             qubits=2 * n + 1, wires=conv, unitaries=["W_x (data)"], measured=[0],
+             title="Fig. 2: convolution SWAP test (data by SVD unitary, filter by the ansatz)"),
+        dict(name="entanglement_backprop", figure="fig2_entanglement_backprop.png",
+             ops=[data_prep] + filt_ops + swap_test_ops(n, upstream=config.upstream), qubits=2 * n + 2,
+             wires=conv + ["b"], unitaries=["W_x (data)"], measured=[0],
+             title=f"Eq. 17: entanglement-based backpropagation, RY(arccos {config.upstream}) on b, "
+                   f"CNOT(b -> a)"),
+    ]
+
+
+def run_circuits(config: Config) -> dict:
+    """Draw every circuit into ``config.out`` and count its gates; returns the metrics section."""
+    metrics: dict = {"figures": []}
+    drawers = set()
+    for spec in progress(circuit_specs(config), "draw circuits"):
+        counts = count_ops(spec["ops"], spec["qubits"])
+        name, drawer, cx = draw(spec["ops"], spec["qubits"], config.out / spec["figure"], spec["title"],
+                                spec["wires"], spec["unitaries"], spec["measured"])
+        counts.update(figure=name, transpiled_cnots=cx)
+        drawers.add(drawer)
+        metrics[spec["name"]] = counts
+        metrics["figures"].append(name)
+    metrics["drawer"] = ", ".join(sorted(drawers))
+    metrics["transpile_basis"] = HARDWARE_BASIS
+    return metrics
+
+
+__all__ = ["count_ops", "circuit_specs", "draw", "draw_ops", "layout", "run_circuits"]
