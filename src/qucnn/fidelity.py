@@ -3,6 +3,10 @@
 ``|<f|x>|^2 = |sum_p conj(f_p) x_p|^2 / ||x||^2`` (Eq. 3), so one ``conv2d`` with the real and imaginary
 parts of the filter states as weights, plus a windowed squared norm, gives every output at once.
 Amplitudes past the ``C*kh*kw`` patch values meet the zero padding of the encoding and drop out.
+
+:func:`fidelity_maps` takes the fused path of :mod:`qucnn.fastpath` (one autograd node, chunked for large
+inputs) unless :func:`qucnn.fastpath.disabled` is in effect; the plain autograd composition of
+:func:`overlap_maps`, :func:`patch_norms` and :func:`safe_ratio` below is the reference it is tested against.
 """
 
 from __future__ import annotations
@@ -11,13 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import fastpath
 from .gates import real_dtype
 
 Pair = tuple[int, int]
 
 
 def patch_norms(x: Tensor, kernel: Pair, stride: Pair, padding: Pair) -> Tensor:
-    """Squared norms ``||x_patch||^2`` of every window: ``(B, 1, H', W')``."""
+    """Squared norms ``||x_patch||^2`` of every window: ``(B, 1, H', W')`` (exactly 0 for all-zero patches)."""
+    if fastpath.enabled():
+        return fastpath.squared_norms(x, kernel, stride, padding)
     ones = torch.ones((1, 1) + tuple(kernel), dtype=x.dtype, device=x.device)
     return F.conv2d((x * x).sum(1, keepdim=True), ones, stride=stride, padding=padding)
 
@@ -51,7 +58,7 @@ def fidelity_maps(x: Tensor, states: Tensor, kernel: Pair, stride: Pair = (1, 1)
     Args:
         x: real images ``(B, C, H, W)``.
         states: filter states ``(K, d)``, unit norm, ``d = 2**ceil(log2(C*kh*kw))``.
-        norms: optional precomputed :func:`patch_norms` (reused across shifted filters).
+        norms: optional precomputed :func:`patch_norms` (reused across shifted filters; treated as given).
 
     Returns:
         ``(B, K, H', W')`` with Conv2d's output size; 0 on all-zero patches.
@@ -61,6 +68,8 @@ def fidelity_maps(x: Tensor, states: Tensor, kernel: Pair, stride: Pair = (1, 1)
         >>> fidelity_maps(x, f, (2, 2)).shape
         torch.Size([2, 3, 4, 4])
     """
+    if fastpath.enabled() and (norms is None or not norms.requires_grad):
+        return fastpath.fidelity_conv(x, states, kernel, stride, padding, norms)
     re, im = overlap_maps(x, states, kernel, stride, padding)
     if norms is None:
         norms = patch_norms(x, kernel, stride, padding)

@@ -1,0 +1,99 @@
+"""``qucnn bench``: QuCNN against PennyLane, Qiskit Aer, a NumPy floor and a classical convolution, all
+timed in ONE process on the same data, so that the ratios hold on a noisy machine.
+
+Public API:
+    run(workloads, quick, device, repeats, w4_images)   -> {"machine", "rows", "targets", "notes", ...}
+    markdown(result), write(result, path)               the table; JSON + .md beside it
+    Case, measure                                       the timing harness (interleaved medians)
+
+Peers are optional (``pip install qucnn[bench]``): a missing one gives a skipped row with a note.
+
+Example:
+    >>> result = run(["w1"], quick=True, repeats=1)  # doctest: +SKIP
+    >>> sorted(result)
+    ['config', 'descriptions', 'machine', 'notes', 'references', 'rows', 'targets']
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable
+
+from .runner import Case, add_ratios, machine_info, markdown, measure, skipped, write
+
+WORKLOADS = ("w1", "w2", "w3", "w4")
+DEVICES = ("cpu", "cuda")
+
+
+def _check(workloads: Iterable[str], device: str, repeats: int | None, w4_images: int | None) -> list[str]:
+    chosen = list(workloads)
+    bad = [w for w in chosen if w not in WORKLOADS]
+    if bad or not chosen:
+        raise ValueError(f"workloads must be a non-empty subset of {WORKLOADS}, got {chosen}")
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    for name, value, low in (("repeats", repeats, 1), ("w4_images", w4_images, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise ValueError(f"{name} must be an int >= {low} or None, got {value!r}")
+    return chosen
+
+
+def run(workloads: Iterable[str] = WORKLOADS, quick: bool = False, device: str = "cpu",
+        repeats: int | None = None, w4_images: int | None = None,
+        progress: Callable[[str], None] | None = None) -> dict:
+    """Run the chosen workloads and return the result (rows with medians, ratios, targets, notes).
+
+    Args:
+        workloads: any of ``"w1" .. "w4"``.
+        quick: smaller subsets for the slow peers, fewer W4 images (seconds instead of minutes).
+        device: ``"cpu"``, or ``"cuda"`` to add GPU rows (skipped with a note when there is no GPU).
+        repeats: timed samples per case (default 5, 3 with ``quick``), after one warm-up.
+        w4_images: images in W4 (default 60,000; 2,000 with ``quick``).
+    """
+    import torch
+
+    from . import scale, workloads as wl
+
+    chosen = _check(workloads, device, repeats, w4_images)
+    repeats = repeats or (3 if quick else 5)
+    devices = ["cpu"]
+    notes: list[str] = []
+    rows: list[dict] = []
+    gpu = device == "cuda" and torch.cuda.is_available()
+    if device == "cuda" and not gpu:
+        notes.append("--device cuda: no CUDA device here; GPU rows skipped, CPU rows only")
+    if gpu:
+        devices.append("cuda")
+    size = wl.sizes(quick)
+    result = {"machine": machine_info(device), "config": {"workloads": chosen, "quick": quick, "repeats": repeats,
+                                                           "device": device, "sizes": size.__dict__}}
+    for name in chosen:
+        if name == "w4":
+            count = w4_images or (2000 if quick else 60_000)
+            w4_rows, w4_notes = scale.rows(count, "cpu", repeats, progress)
+            rows += w4_rows
+            notes += w4_notes
+            if gpu:
+                g_rows, g_notes = scale.rows(count, "cuda", repeats, progress)
+                rows += g_rows
+                notes += g_notes
+            elif device == "cuda":
+                rows.append(skipped("w4", "qucnn-exact", "no CUDA device", "cuda", peer=False))
+            continue
+        cases, missing_rows = getattr(wl, name)(size, devices)
+        rows += missing_rows + measure(name, cases, repeats, progress)
+        if device == "cuda" and not gpu:
+            rows.append(skipped(name, "qucnn-exact", "no CUDA device", "cuda", peer=False))
+        add_ratios([r for r in rows if r["workload"] == name], wl.REFERENCES[name])
+    notes += [f"{r['workload']} {r['impl']}: skipped ({r['note']})" for r in rows if r.get("skipped")]
+    try:
+        result["machine"]["loadavg_end"] = os.getloadavg()
+    except OSError:
+        pass
+    result.update(rows=rows, targets=wl.targets(rows), notes=notes,
+                  descriptions={**wl.DESCRIPTIONS, "w4": scale.DESCRIPTION},
+                  references={**wl.REFERENCES, "w4": "first-touch floor"})
+    return result
+
+
+__all__ = ["run", "markdown", "write", "Case", "measure", "WORKLOADS"]
