@@ -23,6 +23,8 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
+from .devices import resolve_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -39,20 +41,6 @@ class DistContext:
     @property
     def enabled(self) -> bool:
         return self.world > 1
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a device; ValueError when CUDA is asked for and absent."""
-    if not isinstance(name, str) or not (name == "cpu" or name == "cuda" or name.startswith("cuda:")):
-        raise ValueError(f"device must be cpu or cuda (or cuda:N), got {name!r}")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name}: CUDA is not available here (torch.cuda.is_available() is False, "
-                             f"torch {torch.__version__}); use --device cpu")
-        index = torch.device(name).index
-        if index is not None and index >= torch.cuda.device_count():
-            raise ValueError(f"device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return torch.device(name)
 
 
 def launched_by_torchrun() -> bool:

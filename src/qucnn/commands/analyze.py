@@ -71,17 +71,6 @@ def _register_shots(sub) -> None:
 ANALYSES = (_register_plateau, _register_shots)
 
 
-def _device(name: str):
-    import torch
-
-    if not isinstance(name, str) or not (name == "cpu" or name == "cuda" or name.startswith("cuda:")):
-        raise ValueError(f"--device must be cpu or cuda (or cuda:N), got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here (torch.cuda.is_available() is False, "
-                         f"torch {torch.__version__}); use --device cpu")
-    return torch.device(name)
-
-
 def run_plateau(args) -> int:
     import json
     import math
@@ -95,7 +84,9 @@ def run_plateau(args) -> int:
     depths = parse_int_list(args.depths or preset["depths"], "--depths")
     samples = preset["samples"] if args.samples is None else args.samples
     check_study(qubits, depths, samples, args.channels, args.batch_size)  # fail before loading anything
-    device = _device(args.device)
+    from ..devices import resolve_device
+
+    device = resolve_device(args.device)
     json_path = Path(args.json) if args.json else Path(args.out) / "plateau.json"
     png_path = json_path.with_suffix(".png")
 

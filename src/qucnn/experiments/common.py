@@ -28,6 +28,8 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import Tensor
 
+from ..devices import resolve_device
+
 #: Experiment names, in the order ``all`` runs them, and their section of metrics.json.
 EXPERIMENTS = ("forward", "backprop", "learn", "circuits")
 SECTIONS = {"forward": "forward", "backprop": "backprop", "learn": "state_learning", "circuits": "circuits"}
@@ -119,16 +121,6 @@ class Config:
         d = asdict(self)
         d["out"] = str(self.out)
         return d
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a ``torch.device``; CUDA must be available."""
-    if not isinstance(name, str) or not (name == "cpu" or name == "cuda" or name.startswith("cuda:")):
-        raise ValueError(f"--device must be cpu or cuda (or cuda:N), got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here (torch.cuda.is_available() is False, "
-                         f"torch {torch.__version__}); use --device cpu")
-    return torch.device(name)
 
 
 def derived_seed(seed: int, name: str) -> int:
