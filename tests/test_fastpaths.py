@@ -95,13 +95,14 @@ def _maps_and_grads(x, states, kernel, stride, padding, up, reference: bool):
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-@pytest.mark.parametrize("chunked", [False, True])
-def test_fidelity_maps_and_gradients_match_the_reference(geometry, chunked, gen, monkeypatch):
+@pytest.mark.parametrize("mode", ["one-pass", "chunks-saved", "chunks-recomputed"])
+def test_fidelity_maps_and_gradients_match_the_reference(geometry, mode, gen, monkeypatch):
     channels, h, w, kernel, stride, padding = geometry
     x, states = _inputs(channels, h, w, kernel, 3, gen)
-    if chunked:  # one image per chunk, recomputed in the backward
-        monkeypatch.setattr(fastpath, "SAVE_ELEMENTS", 1)
+    if mode != "one-pass":  # one image per chunk
         monkeypatch.setattr(fastpath, "CHUNK_ELEMENTS", 1)
+    if mode == "chunks-recomputed":  # nothing kept: the backward recomputes every chunk
+        monkeypatch.setattr(fastpath, "SAVE_ELEMENTS", 1)
     with fastpath.disabled():
         expected = fidelity_maps(x, states, kernel, stride, padding)
     up = torch.randn(expected.shape, dtype=torch.float64, generator=gen)
@@ -151,7 +152,10 @@ def test_given_norms_are_constants_as_in_the_reference(gen):
     assert torch.allclose(outs[0][1], outs[1][1], atol=EXACT)
 
 
-def test_second_backward_with_retain_graph_recomputes(gen):
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_second_backward_with_retain_graph_recomputes(chunk, gen, monkeypatch):
+    if chunk is not None:
+        monkeypatch.setattr(fastpath, "CHUNK_ELEMENTS", chunk)
     x, states = _inputs(2, 8, 9, (3, 4), 2, gen)
     xr, sr = x.requires_grad_(True), states.requires_grad_(True)
     out = fidelity_maps(xr, sr, (3, 4), (1, 2), (2, 0))
@@ -216,3 +220,13 @@ def test_inference_reuses_filter_states_only_for_identical_angles(gen):
     assert not torch.allclose(changed, again, atol=1e-3)
     leaf = theta.clone().requires_grad_(True)
     assert ansatz.state(leaf).grad_fn is not None  # with a gradient to record: computed, not cached
+
+
+def test_empty_batch_through_the_fast_paths(gen):
+    states = FilterAnsatz(4, 2).state(_theta(3, 2, 4, gen)).requires_grad_(True)
+    x = torch.rand(0, 1, 9, 9, dtype=torch.float64, requires_grad=True)
+    out = fidelity_maps(x, states, (4, 4))
+    assert out.shape == (0, 3, 6, 6)
+    (grad,) = torch.autograd.grad(out.sum(), states)
+    assert torch.equal(grad, torch.zeros_like(grad))
+    assert patch_norms(x.detach(), (3, 3), (1, 1), (1, 1)).shape == (0, 1, 9, 9)

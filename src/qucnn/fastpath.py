@@ -136,7 +136,8 @@ def _layer_unitaries(m: Tensor, src: Tensor) -> Tensor:
     k = m[:, :, 0]
     for q in range(1, n):
         a = k.shape[-1]
-        k = (k.reshape(b, layers, a, 1, a, 1) * m[:, :, q].reshape(b, layers, 1, 2, 1, 2)).reshape(b, layers, 2 * a, 2 * a)
+        k = k.reshape(b, layers, a, 1, a, 1) * m[:, :, q].reshape(b, layers, 1, 2, 1, 2)
+        k = k.reshape(b, layers, 2 * a, 2 * a)
     return k.index_select(2, src)
 
 
@@ -307,7 +308,7 @@ def squared_norms(x: Tensor, kernel: Pair, stride: Pair = (1, 1), padding: Pair 
 
     per_image = x[0].numel() if x.shape[0] else 1
     spans = _chunks(x.shape[0], per_image)
-    if len(spans) == 1:
+    if len(spans) <= 1:
         return sums(x)
     first = sums(x[: spans[0][1]])
     out = torch.empty((x.shape[0],) + first.shape[1:], dtype=first.dtype, device=first.device)
@@ -323,15 +324,15 @@ def _inverse(norms: Tensor) -> Tensor:
 
 
 def _parts(x: Tensor, weight: Tensor, geometry: tuple, norms: Tensor | None, out: Tensor | None = None,
-           grad: bool = True, fid: bool = True) -> tuple[Tensor | None, Tensor, Tensor | None]:
+           grad: bool = True, fid: bool = True, zn_out: Tensor | None = None
+           ) -> tuple[Tensor | None, Tensor, Tensor | None]:
     """``(zn, inv, F)`` for one chunk of the batch.
 
     ``z = conv2d(x, weight)`` ``(b, 2K, H', W')`` holds the real and (minus) imaginary overlaps,
     ``inv = 1 / ||x||^2`` ``(b, 1, H', W')`` (0 on all-zero patches), ``zn = z * inv`` (scaled in place
     and kept for the backward, where ``dF/dz = 2 zn``; ``None`` unless ``grad``) and
     ``F = (Re^2 + Im^2) inv = (zn_re^2 + zn_im^2) ||x||^2`` ``(b, K, H', W')``, written into ``out``
-    when given (``None`` when ``fid`` is false). Scaling in place keeps the forward at two full-size
-    allocations (``z`` and ``F``).
+    when given (``None`` when ``fid`` is false). ``zn`` is scaled in place, or written into ``zn_out``.
     """
     kernel, stride, padding = geometry
     k = weight.shape[0] // 2
@@ -342,7 +343,7 @@ def _parts(x: Tensor, weight: Tensor, geometry: tuple, norms: Tensor | None, out
     if not grad:
         fid = torch.mul(z[:, :k], z[:, :k], out=out) if out is not None else z[:, :k] * z[:, :k]
         return None, inv, fid.addcmul_(z[:, k:], z[:, k:]).mul_(inv)
-    zn = z.mul_(inv)
+    zn = z.mul_(inv) if zn_out is None else torch.mul(z, inv, out=zn_out)
     if not fid:
         return zn, inv, None
     f = torch.mul(zn[:, :k], zn[:, :k], out=out) if out is not None else zn[:, :k] * zn[:, :k]
@@ -374,9 +375,10 @@ def _fidelity_nograd(x: Tensor, weight: Tensor, geometry: tuple, norms: Tensor |
 class _FidelityConv(torch.autograd.Function):
     """``F(x, states)`` with a hand-written backward: one weight-gradient convolution per chunk.
 
-    A small input keeps the forward's scaled overlaps ``zn`` on ``ctx`` and its first backward turns them
-    into ``dF/dz`` in place (one full-size buffer fewer per training step, which matters where fresh memory
-    page-faults); a second backward (``retain_graph``) or a large, chunked input recomputes them.
+    The work runs in chunks of the batch (:data:`CHUNK_ELEMENTS` overlap elements: the convolution's
+    buffers stay small, cache-resident and reused by the allocator). Inputs up to :data:`SAVE_ELEMENTS`
+    keep the scaled overlaps ``zn`` on ``ctx`` and the first backward turns them into ``dF/dz`` in place;
+    a second backward (``retain_graph``) or a larger input recomputes them chunk by chunk.
     """
 
     @staticmethod
@@ -385,17 +387,25 @@ class _FidelityConv(torch.autograd.Function):
         ctx.weight = weight  # an intermediate: kept on ctx
         shape = _output(x, weight, geometry)
         per_item = 2 * shape[1] * shape[2] * shape[3]
-        spans = _chunks(x.shape[0], per_item, SAVE_ELEMENTS)
-        if len(spans) > 1:
-            spans = _chunks(x.shape[0], per_item)
+        spans = _chunks(x.shape[0], per_item)
         ctx.geometry, ctx.spans = geometry, spans
         ctx.own_norms = norms is None  # given norms are constants, as in the reference
         ctx.zn = ctx.inv = None
-        if len(spans) > 1:  # large input: keep only x; the backward recomputes chunk by chunk
+        if x.shape[0] * per_item > SAVE_ELEMENTS:  # large input: keep only x, recompute in the backward
             ctx.save_for_backward(x, states, norms, None)
             return _fidelity_nograd(x, weight, geometry, norms)
-        zn, inv, fid = _parts(x, weight, geometry, norms)
         x_term = ctx.needs_input_grad[0] and ctx.own_norms
+        if len(spans) == 1:
+            zn, inv, fid = _parts(x, weight, geometry, norms)
+        else:
+            fid = torch.empty(shape, dtype=x.dtype, device=x.device)
+            zn = torch.empty((shape[0], 2 * shape[1]) + shape[2:], dtype=x.dtype, device=x.device)
+            inv = torch.empty((shape[0], 1) + shape[2:], dtype=x.dtype, device=x.device) if x_term else None
+            for i, j in spans:
+                _, inv_c, _ = _parts(x[i:j], weight, geometry, None if norms is None else norms[i:j],
+                                     out=fid[i:j], zn_out=zn[i:j])
+                if inv is not None:
+                    inv[i:j] = inv_c
         ctx.zn, ctx.inv = zn, inv  # intermediates: kept on ctx (an output would make a cycle there)
         ctx.save_for_backward(x, states, norms, fid if x_term else None)
         return fid
@@ -411,10 +421,13 @@ class _FidelityConv(torch.autograd.Function):
         k = weight.shape[0] // 2
         grad_x = torch.empty_like(x) if need_x else None
         grad_w = torch.zeros_like(weight) if need_w else None
+        zn_all, inv_all = ctx.zn, ctx.inv
+        ctx.zn = ctx.inv = None  # used up in place below: a second backward recomputes
         for i, j in spans:
-            if ctx.zn is not None:  # the forward's buffers, used up in place below
-                zn, inv, fid = ctx.zn, ctx.inv, fid_saved
-                ctx.zn = ctx.inv = None
+            if zn_all is not None:
+                zn = zn_all[i:j]
+                inv = None if inv_all is None else inv_all[i:j]
+                fid = None if fid_saved is None else fid_saved[i:j]
             else:
                 zn, inv, fid = _parts(x[i:j], weight, geometry, None if norms is None else norms[i:j],
                                       fid=need_x and ctx.own_norms)

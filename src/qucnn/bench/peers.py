@@ -36,9 +36,17 @@ def missing(*modules: str) -> str | None:
 
 
 def version(module: str) -> str | None:
+    """The installed version of ``module`` (its distribution's, where the module has no ``__version__``)."""
+    from importlib import metadata
+
     try:
         return str(importlib.import_module(module).__version__)
-    except (ImportError, AttributeError):
+    except AttributeError:
+        try:
+            return metadata.version(module.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            return None
+    except ImportError:
         return None
 
 

@@ -217,7 +217,8 @@ def markdown(result: dict) -> str:
         rows = [r for r in result["rows"] if r["workload"] == workload]
         ref = result.get("references", {}).get(workload, "")
         lines += [f"### {workload.upper()}: {result.get('descriptions', {}).get(workload, '')}", "",
-                  f"| impl | device | items/call | median | CPU median | items/s | vs {ref or 'ref'} | vs fastest peer | check | note |",
+                  f"| impl | device | items/call | median | CPU median | items/s | vs {ref or 'ref'} "
+                  "| vs fastest peer | check | note |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             name = r["impl"] + (f" ({r['variant']})" if r.get("variant") else "")

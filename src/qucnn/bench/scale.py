@@ -5,7 +5,8 @@ copy bandwidth (a large tensor copy measured in the same run) and the peak memor
 Each (filters, mode) case runs in a fresh subprocess, so its peak memory is its own: the CPU peak is the
 resident-set high-water mark (``VmHWM``, reset before the run through ``/proc/self/clear_refs``; the
 ``ru_maxrss`` high-water mark where that is not possible) minus the resident set before the run
-(``tracemalloc`` does not see torch's allocations); on CUDA it is ``torch.cuda.max_memory_allocated``. The child prints one JSON line.
+(``tracemalloc`` does not see torch's allocations); on CUDA it is ``torch.cuda.max_memory_allocated``.
+The child prints one JSON line.
 
 Bytes moved (the minimum any implementation must move): the input once and the output once,
 ``N * 784 * 4 + N * K * 625 * 4`` bytes in float32. Two rooflines, both measured in the same run: the
@@ -215,9 +216,11 @@ def rows(count: int, device: str, repeats: int, progress=None) -> tuple[list[dic
                    "peer": False, "skipped": False, "items": n, "unit": "images", "median_s": res["median_s"],
                    "items_per_s": n / res["median_s"], "min_s": res["min_s"], "samples_s": res["samples_s"],
                    "repeats": repeats, "bytes_moved": moved, "bytes_per_s": moved / res["median_s"],
-                   "gib_per_s": moved / res["median_s"] / 2**30, "fraction_of_copy": moved / res["median_s"] / bandwidth,
+                   "gib_per_s": moved / res["median_s"] / 2**30,
+                   "fraction_of_copy": moved / res["median_s"] / bandwidth,
                    "floor_s": floor, "x_floor": res["median_s"] / floor,
-                   "speedup_vs": {"memcpy": moved / res["median_s"] / bandwidth, "first-touch floor": floor / res["median_s"]},
+                   "speedup_vs": {"memcpy": moved / res["median_s"] / bandwidth,
+                                  "first-touch floor": floor / res["median_s"]},
                    "output_bytes": 4 * n * filters * 625, "unfolded_patch_bytes": unfolded,
                    "peak_rss_delta_bytes": res["peak_rss_delta_bytes"],
                    "peak_rss_delta_mib": res["peak_rss_delta_bytes"] / 2**20,

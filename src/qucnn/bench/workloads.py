@@ -13,10 +13,8 @@ note says how many). W4 (scale) lives in :mod:`qucnn.bench.scale`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -243,7 +241,8 @@ def w3(size: Sizes, devices: list[str]) -> tuple[list[Case], list[dict]]:
     for dev in devices:
         xd, yd, sync = x.to(dev), y.to(dev), _sync(dev)
         for impl, note, make, ref in (
-            ("qucnn-exact", "QuConv2d(1, 8, 4, layers=3), exact, autograd", lambda: _layer(8, dev, torch.float32), False),
+            ("qucnn-exact", "QuConv2d(1, 8, 4, layers=3), exact, autograd",
+             lambda: _layer(8, dev, torch.float32), False),
             ("torch-conv2d", "nn.Conv2d(1, 8, 4) in its place", lambda: _seeded_conv(dev), False),
             ("qucnn-reference", "QuConv2d with qucnn.fastpath disabled", lambda: _layer(8, dev, torch.float32), True),
             ("qucnn-entanglement", "QuConv2d, gradient='entanglement' (exact expectations)",
