@@ -72,14 +72,10 @@ def plot_curves(runs: dict[str, list[dict]], path: str | Path, title: str = "") 
     ``runs`` maps a label to its list of epoch entries (``epoch``, ``train_loss``, ``test_loss``,
     ``test_accuracy``). Written atomically (PNG, Agg backend).
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise ImportError("plotting learning curves needs matplotlib: pip install qucnn[plots]") from err
     from .checkpoint import atomic_write
+    from .plotting import pyplot
+
+    plt = pyplot()
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for i, (label, epochs) in enumerate(runs.items()):

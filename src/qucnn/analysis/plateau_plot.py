@@ -10,18 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..plotting import pyplot as _pyplot
 from .plateau import PARAMS, SHOT_BUDGETS, shot_noise_variance
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as err:  # optional dependency
-        raise ImportError("plotting needs matplotlib: pip install qucnn[plots]") from err
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_plateau(result: dict, path: str | Path) -> Path:

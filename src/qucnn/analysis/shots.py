@@ -163,10 +163,9 @@ def shots_study(settings: list[Setting], data, seed: int = 0, progress: bool = T
 
 def plot_shots(result: dict, path) -> None:
     """Accuracy against total gradient shots (log x); the exact run is a horizontal line."""
-    import matplotlib
+    from ..plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row in result["rows"]:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..devices import resolve_device
+from ..plotting import pyplot
 
 #: Experiment names, in the order ``all`` runs them, and their section of metrics.json.
 EXPERIMENTS = ("forward", "backprop", "learn", "circuits")
@@ -154,18 +155,6 @@ def progress(iterable: Iterable, desc: str, total: int | None = None, **kw: Any)
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=None, dynamic_ncols=True, **kw)
-
-
-def pyplot():
-    """``matplotlib.pyplot`` on the Agg backend, or an ImportError naming the extra to install."""
-    try:
-        import matplotlib
-    except ImportError as err:  # optional dependency
-        raise ImportError("the reproduce figures need matplotlib: pip install qucnn[plots]") from err
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def save_figure(fig, path: Path, **savefig: Any) -> str:
