@@ -8,14 +8,15 @@ with odd sizes, strides, padding, all-zero patches and several channels; gradien
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
 import torch
 
 from conftest import EXACT, NEAR, SINGLE
-from qucnn import FilterAnsatz, QuConv2d, fastpath
-from qucnn.fidelity import fidelity_maps, patch_norms
+from qucnn import FilterAnsatz, QuConv2d, fastconv, fastpath
+from qucnn.fidelity import fidelity_maps, fidelity_maps_counted, patch_norms
 
 
 def _theta(batch: int, layers: int, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -95,14 +96,13 @@ def _maps_and_grads(x, states, kernel, stride, padding, up, reference: bool):
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-@pytest.mark.parametrize("mode", ["one-pass", "chunks-saved", "chunks-recomputed"])
+@pytest.mark.parametrize("mode", ["one-pass", "chunks-recomputed"])
 def test_fidelity_maps_and_gradients_match_the_reference(geometry, mode, gen, monkeypatch):
     channels, h, w, kernel, stride, padding = geometry
     x, states = _inputs(channels, h, w, kernel, 3, gen)
-    if mode != "one-pass":  # one image per chunk
-        monkeypatch.setattr(fastpath, "CHUNK_ELEMENTS", 1)
-    if mode == "chunks-recomputed":  # nothing kept: the backward recomputes every chunk
-        monkeypatch.setattr(fastpath, "SAVE_ELEMENTS", 1)
+    if mode == "chunks-recomputed":  # one image per chunk, nothing kept: the backward recomputes each
+        monkeypatch.setattr(fastconv, "CHUNK_ELEMENTS", 1)
+        monkeypatch.setattr(fastconv, "SAVE_ELEMENTS", 1)
     with fastpath.disabled():
         expected = fidelity_maps(x, states, kernel, stride, padding)
     up = torch.randn(expected.shape, dtype=torch.float64, generator=gen)
@@ -117,6 +117,49 @@ def test_fidelity_maps_and_gradients_match_the_reference(geometry, mode, gen, mo
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("route", ["conv", "unfolded"])
+@pytest.mark.parametrize("mode", ["one-pass", "chunks-recomputed", "no-grad"])
+def test_both_routes_match_the_reference_when_only_the_filters_need_a_gradient(geometry, route, mode, gen,
+                                                                                monkeypatch):
+    channels, h, w, kernel, stride, padding = geometry
+    x, states = _inputs(channels, h, w, kernel, 3, gen)
+    monkeypatch.setattr(fastconv, "_unfolds", lambda weight: route == "unfolded")
+    if mode == "chunks-recomputed":
+        monkeypatch.setattr(fastconv, "CHUNK_ELEMENTS", 1)
+        monkeypatch.setattr(fastconv, "SAVE_ELEMENTS", 1)
+    with fastpath.disabled():
+        expected = fidelity_maps(x, states, kernel, stride, padding)
+    up = torch.randn(expected.shape, dtype=torch.float64, generator=gen)
+    with fastpath.disabled():
+        sr = states.clone().requires_grad_(True)
+        (ref_grad,) = torch.autograd.grad(fidelity_maps(x, sr, kernel, stride, padding), sr, up)
+    if mode == "no-grad":
+        with torch.no_grad():
+            out = fidelity_maps(x, states, kernel, stride, padding)
+        assert torch.allclose(out, expected, atol=EXACT)
+        return
+    sr = states.clone().requires_grad_(True)
+    out = fidelity_maps(x, sr, kernel, stride, padding)
+    first = torch.autograd.grad(out, sr, up, retain_graph=True)[0]
+    second = torch.autograd.grad(out, sr, up)[0]  # the kept overlaps were used up: recomputed
+    assert torch.allclose(out, expected, atol=EXACT)
+    assert torch.allclose(first, ref_grad, atol=EXACT) and torch.allclose(second, ref_grad, atol=EXACT)
+    assert ref_grad.abs().max() > 1e-3 and torch.equal(out[2], torch.zeros_like(out[2]))
+
+
+def test_the_unfolded_route_is_taken_for_eight_4x4_filters_without_an_input_gradient(gen, monkeypatch):
+    calls = []
+    original = fastconv._unfolded_parts
+    monkeypatch.setattr(fastconv, "_unfolded_parts", lambda *a, **k: calls.append(1) or original(*a, **k))
+    layer = QuConv2d(1, 8, 4, layers=2, generator=gen).double()
+    x = torch.rand(2, 1, 9, 9, dtype=torch.float64, generator=gen)
+    layer(x).sum().backward()
+    assert len(calls) == 1
+    layer(x.requires_grad_(True)).sum().backward()  # x needs a gradient: the convolution route
+    assert len(calls) == 1 and x.grad is not None
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_patch_norms_match_the_convolution_and_keep_exact_zeros(geometry, gen, monkeypatch):
     channels, h, w, kernel, stride, padding = geometry
     x, _ = _inputs(channels, h, w, kernel, 1, gen)
@@ -125,15 +168,52 @@ def test_patch_norms_match_the_convolution_and_keep_exact_zeros(geometry, gen, m
         ref = patch_norms(x, kernel, stride, padding)
     assert fast.shape == ref.shape and torch.allclose(fast, ref, atol=EXACT)
     assert torch.equal(fast == 0, ref == 0) and bool((fast == 0).any())
-    big = torch.rand(40, channels, 30, 31, dtype=torch.float64, generator=gen)  # the shifted-add branch
+    big = torch.rand(40, channels, 30, 31, dtype=torch.float64, generator=gen)
     big[3:7, :, 5:20] = 0
-    assert big.numel() * big.element_size() > fastpath._SMALL_WINDOW_BYTES
     with fastpath.disabled():
         ref_big = patch_norms(big, kernel, stride, padding)
     assert torch.allclose(patch_norms(big, kernel, stride, padding), ref_big, atol=EXACT)
-    monkeypatch.setattr(fastpath, "CHUNK_ELEMENTS", 3000)  # chunks of the batch (one image per chunk)
+    monkeypatch.setattr(fastconv, "CHUNK_ELEMENTS", 3000)  # chunks of the batch (one image per chunk)
     chunked = patch_norms(big, kernel, stride, padding)
     assert torch.allclose(chunked, ref_big, atol=EXACT) and torch.equal(chunked == 0, ref_big == 0)
+    wide = torch.rand(2, channels, 9, fastconv.BAND_MAX_SIZE + 3, dtype=torch.float64, generator=gen)
+    wide[1, :, :, 10:40] = 0  # the shifted-add branch
+    with fastpath.disabled():
+        ref_wide = patch_norms(wide, kernel, stride, padding)
+    fast_wide = patch_norms(wide, kernel, stride, padding)
+    assert torch.allclose(fast_wide, ref_wide, atol=EXACT) and torch.equal(fast_wide == 0, ref_wide == 0)
+    assert bool((ref_wide == 0).any())
+
+
+@pytest.mark.parametrize("chunk", [None, 1])
+@pytest.mark.parametrize("grad", [False, True])
+def test_counted_maps_count_the_patches_that_are_not_all_zero(chunk, grad, gen, monkeypatch):
+    if chunk is not None:
+        monkeypatch.setattr(fastconv, "CHUNK_ELEMENTS", chunk)
+        monkeypatch.setattr(fastconv, "SAVE_ELEMENTS", chunk)
+    x, states = _inputs(2, 8, 9, (3, 4), 2, gen)
+    geometry = ((3, 4), (1, 2), (2, 0))
+    expected = int((patch_norms(x, *geometry) > 0).sum())
+    assert 0 < expected < patch_norms(x, *geometry).numel()
+    with torch.set_grad_enabled(grad):
+        for disabled in (False, True):
+            with fastpath.disabled() if disabled else contextlib.nullcontext():
+                out, count = fidelity_maps_counted(x.requires_grad_(grad), states, *geometry)
+            assert count.dtype == torch.int64 and count.dim() == 0 and int(count) == expected
+            assert out.shape == (3, 2, 10, 3) and out.requires_grad == grad
+
+
+def test_patches_too_small_to_invert_count_as_all_zero_instead_of_overflowing(gen):
+    x = torch.rand(2, 1, 6, 6, generator=gen)
+    x[1] *= 1e-21  # squared norms ~1e-41: 1 / ||x||^2 overflows float32
+    states = FilterAnsatz(4, 2).state(_theta(3, 2, 4, gen)).to(torch.complex64).requires_grad_(True)
+    xr = x.clone().requires_grad_(True)
+    out, count = fidelity_maps_counted(xr, states, (4, 4))
+    out.backward(torch.ones_like(out))
+    assert bool(torch.isfinite(out).all()) and bool(torch.isfinite(xr.grad).all())
+    assert bool(torch.isfinite(states.grad).all())
+    assert torch.equal(out[1], torch.zeros_like(out[1])) and int(count) == 9
+    assert out[0].min() > 0 and out[0].max() <= 1
 
 
 def test_given_norms_are_constants_as_in_the_reference(gen):
@@ -155,7 +235,7 @@ def test_given_norms_are_constants_as_in_the_reference(gen):
 @pytest.mark.parametrize("chunk", [None, 1])
 def test_second_backward_with_retain_graph_recomputes(chunk, gen, monkeypatch):
     if chunk is not None:
-        monkeypatch.setattr(fastpath, "CHUNK_ELEMENTS", chunk)
+        monkeypatch.setattr(fastconv, "CHUNK_ELEMENTS", chunk)
     x, states = _inputs(2, 8, 9, (3, 4), 2, gen)
     xr, sr = x.requires_grad_(True), states.requires_grad_(True)
     out = fidelity_maps(xr, sr, (3, 4), (1, 2), (2, 0))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import fastpath
+from . import fastconv, fastpath
 from .gates import real_dtype
 
 Pair = tuple[int, int]
@@ -24,7 +24,7 @@ Pair = tuple[int, int]
 def patch_norms(x: Tensor, kernel: Pair, stride: Pair, padding: Pair) -> Tensor:
     """Squared norms ``||x_patch||^2`` of every window: ``(B, 1, H', W')`` (exactly 0 for all-zero patches)."""
     if fastpath.enabled():
-        return fastpath.squared_norms(x, kernel, stride, padding)
+        return fastconv.squared_norms(x, kernel, stride, padding)
     ones = torch.ones((1, 1) + tuple(kernel), dtype=x.dtype, device=x.device)
     return F.conv2d((x * x).sum(1, keepdim=True), ones, stride=stride, padding=padding)
 
@@ -68,12 +68,19 @@ def fidelity_maps(x: Tensor, states: Tensor, kernel: Pair, stride: Pair = (1, 1)
         >>> fidelity_maps(x, f, (2, 2)).shape
         torch.Size([2, 3, 4, 4])
     """
+    return fidelity_maps_counted(x, states, kernel, stride, padding, norms)[0]
+
+
+def fidelity_maps_counted(x: Tensor, states: Tensor, kernel: Pair, stride: Pair = (1, 1),
+                          padding: Pair = (0, 0), norms: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """:func:`fidelity_maps` and how many patches are not all zero (the circuits one filter needs), as a
+    0-dim int64 tensor on ``x``'s device (reading it is the caller's choice of when to synchronise)."""
     if fastpath.enabled() and (norms is None or not norms.requires_grad):
-        return fastpath.fidelity_conv(x, states, kernel, stride, padding, norms)
+        return fastconv.fidelity_conv_counted(x, states, kernel, stride, padding, norms)
     re, im = overlap_maps(x, states, kernel, stride, padding)
     if norms is None:
         norms = patch_norms(x, kernel, stride, padding)
-    return safe_ratio(re * re + im * im, norms)
+    return safe_ratio(re * re + im * im, norms), torch.count_nonzero(norms.detach())
 
 
 def unfold_encoded(x: Tensor, kernel: Pair, stride: Pair, padding: Pair, d: int) -> Tensor:

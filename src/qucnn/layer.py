@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from . import gradients
 from .ansatz import FilterAnsatz
 from .encoding import check_finite, num_qubits_for
-from .fidelity import fidelity_maps, patch_norms, unfold_encoded
+from .fidelity import fidelity_maps, fidelity_maps_counted, patch_norms, unfold_encoded
 from .swap_test import check_shots, estimate_z, swap_test_circuit
 
 GRADIENT_MODES = ("autograd", "parameter-shift", "entanglement", "sampled")
@@ -49,14 +49,16 @@ class _QuantumGradient(torch.autograd.Function):
     """Exact forward; ``theta``'s gradient from a quantum-side estimator, ``x``'s the analytic one."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, theta: Tensor, layer: "QuConv2d") -> Tensor:
+    def forward(ctx, x: Tensor, theta: Tensor, layer: "QuConv2d"):
         states = layer.ansatz.state(theta)
         ctx.save_for_backward(x, theta, states)
         ctx.layer = layer
-        return fidelity_maps(x, states, layer.kernel_size, layer.stride, layer.padding)
+        out, count = fidelity_maps_counted(x, states, layer.kernel_size, layer.stride, layer.padding)
+        ctx.mark_non_differentiable(count)
+        return out, count
 
     @staticmethod
-    def backward(ctx, g: Tensor):
+    def backward(ctx, g: Tensor, _count_grad):
         x, theta, states = ctx.saved_tensors
         layer: QuConv2d = ctx.layer
         grad_x = grad_theta = None
@@ -122,7 +124,7 @@ class QuConv2d(nn.Module):
         self.generator = generator
         self.theta = nn.Parameter(torch.empty(out_channels, layers, self.n_qubits, 2))
         self.reset_parameters()
-        self.last_cost: dict[str, QuantumCost] = {"forward": QuantumCost(), "backward": QuantumCost()}
+        self._last: dict[str, QuantumCost | None] = {"forward": QuantumCost(), "backward": QuantumCost()}
         self.reset_cost()
 
     # -- configuration, validated on every assignment so a bad value never reaches forward ----------
@@ -164,19 +166,43 @@ class QuConv2d(nn.Module):
         return (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
 
     # -- cost accounting -------------------------------------------------------------------------
+    # A forward's circuit count is a device tensor until someone reads a cost: counting must not make
+    # a GPU forward wait for the host.
     def reset_cost(self) -> None:
         """Zero the running totals returned by :meth:`total_cost`."""
+        if getattr(self, "_pending", None):
+            self._settle()  # keeps last_cost right
         self._totals = {"forward": [0, 0], "backward": [0, 0]}  # circuits, shots
         self._exact = {"forward": False, "backward": False}
+        self._pending: list[tuple[Tensor, int, int | None]] = []  # (patch count, qubits, shots per circuit)
 
     def _record(self, phase: str, cost: QuantumCost) -> None:
-        self.last_cost = {**self.last_cost, phase: cost}
+        if phase == "forward" and self._pending:
+            self._settle()  # in order: an older pending forward must not overwrite this one
+        self._last[phase] = cost
         self._totals[phase][0] += cost.circuits
         self._totals[phase][1] += cost.shots or 0
         self._exact[phase] |= cost.shots is None and cost.circuits > 0
 
+    def _record_forward(self, patches: Tensor, qubits: int, shots: int | None) -> None:
+        self._pending.append((patches, qubits, shots))
+        self._last["forward"] = None
+
+    def _settle(self) -> None:
+        pending, self._pending = self._pending, []
+        for patches, qubits, shots in pending:
+            circuits = int(patches) * self.out_channels
+            self._record("forward", QuantumCost(circuits, qubits, None if shots is None else circuits * shots))
+
+    @property
+    def last_cost(self) -> dict[str, QuantumCost]:
+        """The :class:`QuantumCost` of the last forward and backward: ``{"forward": ..., "backward": ...}``."""
+        self._settle()
+        return dict(self._last)
+
     def total_cost(self) -> dict:
         """Circuits and shots since :meth:`reset_cost`, per phase (``shots`` is ``None`` if any run was exact)."""
+        self._settle()
         return {phase: {"circuits": c, "shots": None if self._exact[phase] else s}
                 for phase, (c, s) in self._totals.items()}
 
@@ -206,16 +232,15 @@ class QuConv2d(nn.Module):
             self._record("backward", QuantumCost())
             return x.new_zeros((0, self.out_channels) + self.output_shape(*x.shape[-2:])) + 0 * theta.sum().to(x.dtype)
         if self.gradient == "autograd":
-            out = fidelity_maps(x, self.ansatz.state(theta), self.kernel_size, self.stride, self.padding)
+            out, patches = fidelity_maps_counted(x, self.ansatz.state(theta), self.kernel_size, self.stride,
+                                                 self.padding)
         else:
-            out = _QuantumGradient.apply(x, theta, self)
-        valid = patch_norms(x.detach(), self.kernel_size, self.stride, self.padding) > 0
-        circuits = int(valid.sum()) * self.out_channels
+            out, patches = _QuantumGradient.apply(x, theta, self)
         if self.shots is not None:
+            valid = patch_norms(x.detach(), self.kernel_size, self.stride, self.padding) > 0
             noisy = torch.where(valid, estimate_z(out, self.shots, self.generator), 0)
             out = out + (noisy - out).detach()  # shot noise forward, gradient of the expectation
-        self._record("forward", QuantumCost(circuits, 2 * self.n_qubits + 1,
-                                            None if self.shots is None else circuits * self.shots))
+        self._record_forward(patches, 2 * self.n_qubits + 1, self.shots)
         if self.gradient == "autograd":
             self._record("backward", QuantumCost())
         return out.squeeze(0) if unbatched else out

@@ -165,7 +165,7 @@ def run_case(count: int, filters: int, mode: str, device: str, repeats: int, tim
 
 def needed_bytes(count: int, filters: int) -> int:
     """Rough peak of one case: input, output and one chunk of intermediates (float32)."""
-    from ..fastpath import CHUNK_ELEMENTS
+    from ..fastconv import CHUNK_ELEMENTS
 
     return 4 * (count * 784 + 2 * count * filters * 625 + 4 * CHUNK_ELEMENTS)
 
