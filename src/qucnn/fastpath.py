@@ -94,7 +94,7 @@ _M_SIGN = (1.0, -1.0, -1.0, -1.0, 1.0, -1.0, 1.0, 1.0)
 
 
 def _layer_matrices(theta: Tensor) -> Tensor:
-    """``M = RZ(b) RX(a)`` for every (filter, layer, qubit): complex ``(B, L, n, 2, 2)``."""
+    """``M = RZ(b) RX(a)`` for every angle pair of ``theta`` ``(..., 2)``: complex ``(..., 2, 2)``."""
     half = theta / 2
     trig = torch.cat([torch.cos(half), torch.sin(half)], -1)  # c, cb, s, sb
     products = (trig[..., 0::2].unsqueeze(-1) * trig[..., 1::2].unsqueeze(-2)).flatten(-2)
@@ -119,13 +119,13 @@ def _apply_kron(mats: Tensor, state: Tensor) -> Tensor:
 
 
 def _layer_unitaries(m: Tensor, src: Tensor) -> Tensor:
-    """``U_l = P (M_0 x ... x M_{n-1})`` for every layer at once: ``(B, L, d, d)`` (rows permuted by the ring)."""
-    b, layers, n = m.shape[:3]
-    k = m[:, :, 0]
+    """``U_l = P (M_0 x ... x M_{n-1})`` for ``m`` ``(L, B, n, 2, 2)``: ``(L, B, d, d)`` (rows permuted by the ring)."""
+    layers, b, n = m.shape[:3]
+    per_qubit = m.movedim(2, 0).contiguous()  # one copy, so that every factor below is a view
+    k = per_qubit[0]
     for q in range(1, n):
         a = k.shape[-1]
-        k = k.reshape(b, layers, a, 1, a, 1) * m[:, :, q].reshape(b, layers, 1, 2, 1, 2)
-        k = k.reshape(b, layers, 2 * a, 2 * a)
+        k = (k.view(layers, b, a, 1, a, 1) * per_qubit[q].view(layers, b, 1, 2, 1, 2)).view(layers, b, 2 * a, 2 * a)
     return k.index_select(2, src)
 
 
@@ -148,31 +148,32 @@ def _device_tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[Te
     return _TABLE_CACHE[key]
 
 
-def _ansatz_forward(theta: Tensor, keep: bool) -> tuple[Tensor, bool, Tensor | None, list[Tensor]]:
-    """The closed form: ``(state, dense, mats, psis)``. ``psis`` (every layer's input state and the output)
-    only when ``keep``; ``mats`` are the dense layer unitaries ``(B, L, d, d)`` or the 2x2 factors."""
+def _ansatz_forward(theta: Tensor, keep: bool) -> tuple[Tensor, bool, Tensor, Tensor | None]:
+    """The closed form: ``(state, dense, mats, psis)``, layer-major inside. ``mats``: the dense layer
+    unitaries ``(L, B, d, d)`` or the 2x2 factors ``(L, B, n, 2, 2)``; ``psis`` ``(L+1, B, d)``: every
+    layer's input state and the output, only when ``keep``."""
     b, layers, n, _ = theta.shape
-    m = _layer_matrices(theta)
+    m = _layer_matrices(theta.transpose(0, 1))  # (L, B, n, 2, 2)
     src = _device_tables(n, theta.device, theta.dtype)[0]
     dense = b * layers * 4**n <= DENSE_LAYER_ELEMENTS
     if dense:
         mats = _layer_unitaries(m, src)
-        psis = [mats[:, 0, :, 0]]  # the first layer acts on |0...0>: its first column
+        psis = [mats[0, :, :, 0]]  # the first layer acts on |0...0>: its first column
         for layer in range(1, layers):
-            psis.append(torch.bmm(mats[:, layer], psis[-1].unsqueeze(-1)).squeeze(-1))
+            psis.append(torch.bmm(mats[layer], psis[-1].unsqueeze(-1)).squeeze(-1))
     else:
         mats = m
-        chi = m[:, 0, 0, :, 0]  # the first layer on |0...0>: the product state of the first columns
+        chi = m[0, :, 0, :, 0]  # the first layer on |0...0>: the product state of the first columns
         for q in range(1, n):
-            chi = (chi.unsqueeze(-1) * m[:, 0, q, :, 0].unsqueeze(1)).reshape(b, -1)
+            chi = (chi.unsqueeze(-1) * m[0, :, q, :, 0].unsqueeze(1)).reshape(b, -1)
         psis = [chi.index_select(1, src)]  # the CNOT ring: one permutation
         for layer in range(1, layers):
-            psis.append(_apply_kron(m[:, layer], psis[-1]).index_select(1, src))
-    if keep:
-        psi0 = torch.zeros_like(psis[0])
-        psi0[:, 0] = 1
-        psis.insert(0, psi0)
-    return psis[-1], dense, mats, psis
+            psis.append(_apply_kron(m[layer], psis[-1]).index_select(1, src))
+    if not keep:
+        return psis[-1], dense, mats, None
+    psi0 = torch.zeros_like(psis[0])
+    psi0[:, 0] = 1
+    return psis[-1], dense, mats, torch.stack([psi0] + psis)
 
 
 class _AnsatzState(torch.autograd.Function):
@@ -182,7 +183,7 @@ class _AnsatzState(torch.autograd.Function):
     def forward(ctx, theta: Tensor) -> Tensor:
         state, ctx.dense, mats, psis = _ansatz_forward(theta, keep=True)
         _, image, flip, signs = _device_tables(theta.shape[2], theta.device, theta.dtype)
-        ctx.save_for_backward(mats, torch.stack(psis, 1), image, flip, signs)
+        ctx.save_for_backward(mats, psis, image, flip, signs)
         return state
 
     @staticmethod
@@ -194,18 +195,18 @@ class _AnsatzState(torch.autograd.Function):
         #   dL/da_q = Im <lambda_{l-1}| X_q |psi_{l-1}> / 2
         # The sweep carries c_l = conj(lambda_l): c_{l-1} = c_l U_l (a row vector times U_l = P K_l).
         mats, psis, image, flip, half_signs = ctx.saved_tensors
-        layers, n = mats.shape[1], half_signs.shape[1]
+        layers, n = mats.shape[0], half_signs.shape[1]
         cs = [grad.to(psis.dtype).conj().resolve_conj()]
         for layer in range(layers - 1, -1, -1):
             if ctx.dense:
-                cs.append(torch.matmul(cs[-1].unsqueeze(1), mats[:, layer]).squeeze(1))
+                cs.append(torch.matmul(cs[-1].unsqueeze(1), mats[layer]).squeeze(1))
             else:
-                cs.append(_apply_kron(mats[:, layer].transpose(-1, -2), cs[-1].index_select(1, image)))
-        lam = torch.stack(cs[::-1], 1)  # (B, L+1, d): conj(lambda_0) .. conj(lambda_L)
-        db = (lam[:, 1:] * psis[:, 1:]).imag @ half_signs
-        flipped = psis[:, :-1].index_select(2, flip).unflatten(2, (-1, n))  # (X_q psi)_p = psi_{p ^ bit_q}
-        da = torch.matmul(lam[:, :-1].unsqueeze(2), flipped).squeeze(2).imag * 0.5
-        return torch.stack([da, db], -1)
+                cs.append(_apply_kron(mats[layer].transpose(-1, -2), cs[-1].index_select(1, image)))
+        lam = torch.stack(cs[::-1])  # (L+1, B, d): conj(lambda_0) .. conj(lambda_L)
+        db = (lam[1:] * psis[1:]).imag @ half_signs
+        flipped = psis[:-1].index_select(2, flip).unflatten(2, (-1, n))  # (X_q psi)_p = psi_{p ^ bit_q}
+        da = torch.matmul(lam[:-1].unsqueeze(2), flipped).squeeze(2).imag * 0.5
+        return torch.stack([da, db], -1).transpose(0, 1)
 
 
 def ansatz_state(theta: Tensor) -> Tensor:
