@@ -203,17 +203,30 @@ def test_counted_maps_count_the_patches_that_are_not_all_zero(chunk, grad, gen, 
             assert out.shape == (3, 2, 10, 3) and out.requires_grad == grad
 
 
-def test_patches_too_small_to_invert_count_as_all_zero_instead_of_overflowing(gen):
+@pytest.mark.parametrize("x_grad", [False, True])  # the patch-matrix and the convolution route
+def test_tiny_patches_keep_their_fidelity_and_count_as_circuits(x_grad, gen):
+    # squared norms ~1e-42 (subnormal in float32): 1 / ||x||^2 would overflow, 1 / ||x|| does not
     x = torch.rand(2, 1, 6, 6, generator=gen)
-    x[1] *= 1e-21  # squared norms ~1e-41: 1 / ||x||^2 overflows float32
-    states = FilterAnsatz(4, 2).state(_theta(3, 2, 4, gen)).to(torch.complex64).requires_grad_(True)
-    xr = x.clone().requires_grad_(True)
-    out, count = fidelity_maps_counted(xr, states, (4, 4))
-    out.backward(torch.ones_like(out))
-    assert bool(torch.isfinite(out).all()) and bool(torch.isfinite(xr.grad).all())
-    assert bool(torch.isfinite(states.grad).all())
-    assert torch.equal(out[1], torch.zeros_like(out[1])) and int(count) == 9
-    assert out[0].min() > 0 and out[0].max() <= 1
+    states = FilterAnsatz(4, 2).state(_theta(8, 2, 4, gen)).to(torch.complex64).requires_grad_(True)
+    tiny = (x * 1e-21).requires_grad_(x_grad)
+    out, count = fidelity_maps_counted(tiny, states, (4, 4))
+    (grad,) = torch.autograd.grad(out, states, torch.ones_like(out))  # (dF/dx ~ 1/||x|| would overflow)
+    assert int(count) == 18 and bool(torch.isfinite(grad).all()) and grad.abs().max() > 0
+    scaled = fidelity_maps(x, states.detach(), (4, 4))  # F does not depend on the scale of the patch
+    assert (out.detach() - scaled).abs().max() < 2e-2  # subnormal squares keep ~10 bits
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_are_not_mistaken_for_all_zero_patches(dtype, gen):
+    layer = QuConv2d(1, 8, 4, layers=2, generator=gen)
+    x = torch.rand(2, 1, 6, 6, generator=gen) * 1e-3  # squared norms ~5e-6: 1 / ||x||^2 overflows float16
+    out = layer(x.to(dtype))
+    out.float().sum().backward()
+    with fastpath.disabled():
+        expected = layer.double()(x.double())
+    assert out.dtype == dtype and layer.last_cost["forward"].circuits == 8 * 18
+    assert (out.double() - expected).abs().max() < 5e-2  # 8 (bfloat16) or 11 (float16) mantissa bits
+    assert bool(torch.isfinite(layer.theta.grad).all()) and layer.theta.grad.abs().max() > 0
 
 
 def test_given_norms_are_constants_as_in_the_reference(gen):
@@ -302,11 +315,12 @@ def test_inference_reuses_filter_states_only_for_identical_angles(gen):
     assert ansatz.state(leaf).grad_fn is not None  # with a gradient to record: computed, not cached
 
 
-def test_empty_batch_through_the_fast_paths(gen):
-    states = FilterAnsatz(4, 2).state(_theta(3, 2, 4, gen)).requires_grad_(True)
-    x = torch.rand(0, 1, 9, 9, dtype=torch.float64, requires_grad=True)
-    out = fidelity_maps(x, states, (4, 4))
-    assert out.shape == (0, 3, 6, 6)
+@pytest.mark.parametrize("x_grad", [True, False])  # the convolution and the patch-matrix route
+def test_empty_batch_through_the_fast_paths(x_grad, gen):
+    states = FilterAnsatz(2, 2).state(_theta(8, 2, 2, gen)).requires_grad_(True)
+    x = torch.rand(0, 1, 9, 9, dtype=torch.float64, requires_grad=x_grad)
+    out, count = fidelity_maps_counted(x, states, (2, 2))
+    assert out.shape == (0, 8, 8, 8) and int(count) == 0
     (grad,) = torch.autograd.grad(out.sum(), states)
     assert torch.equal(grad, torch.zeros_like(grad))
     assert patch_norms(x.detach(), (3, 3), (1, 1), (1, 1)).shape == (0, 1, 9, 9)

@@ -198,6 +198,23 @@ def test_cost_accounting():
     assert layer.total_cost()["backward"] == {"circuits": 0, "shots": 0}
 
 
+def test_unread_forward_costs_stay_bounded_and_add_up():
+    from qucnn import layer as layer_module
+
+    layer, x = make(CONFIGS[0], out=3, layers=1)
+    nonzero = int((torch.nn.functional.unfold(x, 2).abs().sum(1) > 0).sum())
+    calls = 3 * layer_module.MAX_PENDING_COSTS + 5
+    with torch.no_grad():
+        for i in range(calls):
+            layer(x)
+            assert len(layer._pending) <= layer_module.MAX_PENDING_COSTS
+    assert layer.total_cost()["forward"] == {"circuits": calls * 3 * nonzero, "shots": None}
+    assert layer.last_cost["forward"].circuits == 3 * nonzero and not layer._pending
+    layer(x[:0])  # an empty batch records its zero cost in order, after the pending ones
+    assert layer.last_cost["forward"].circuits == 0
+    assert layer.total_cost()["forward"]["circuits"] == calls * 3 * nonzero
+
+
 def test_bad_input_errors():
     layer = QuConv2d(2, 2, 3)
     with pytest.raises(ValueError, match="expects 2 input channel"):

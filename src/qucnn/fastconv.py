@@ -4,8 +4,9 @@ Two exact routes to the overlaps ``Re, Im`` (real and minus imaginary filter par
 filters), each with a hand-written backward instead of autograd's chain of ``where``/``mul``/``pow``
 nodes:
 
-- **convolution** (:func:`_conv_parts`): ``z = conv2d(x, w)``, ``F = (z_re^2 + z_im^2) / ||x||^2``; the
-  backward is one weight-gradient convolution (and an input one when ``x`` needs a gradient).
+- **convolution** (:func:`_conv_parts`): ``z = conv2d(x, w) / ||x||`` (scaled in place),
+  ``F = z_re^2 + z_im^2``; the backward is one weight-gradient convolution (and an input one when ``x``
+  needs a gradient).
 - **normalised patch matrix** (:func:`_unfolded_parts`), taken when ``x`` needs no gradient and a patch
   has no more values than there are overlaps (``C*kh*kw <= 2K``, e.g. 8 filters of 4x4): every patch is
   copied out of ``x`` already divided by its norm (one pass that replaces the convolution's im2col),
@@ -19,8 +20,9 @@ keep only ``x``, so neither the patches nor the ``(B, 2K, H', W')`` overlaps of 
 at once. The reference is autograd through :func:`qucnn.fidelity.overlap_maps` / ``patch_norms`` /
 ``safe_ratio`` (``qucnn.fastpath.disabled()``).
 
-Patches whose ``1 / ||x||^2`` overflows (``||x||^2`` below ``1 / finfo.max``: ~3e-39 in float32, every
-value under ~5e-20) count as all zero: fidelity 0, not inf or NaN, in both routes.
+Both routes scale by ``1 / ||x||`` (``rsqrt``), never by ``1 / ||x||^2``: it is finite for every patch that
+is not all zero, down to the smallest subnormal squared norm of every float type (``1 / ||x||^2`` would
+overflow below ~3e-39 in float32 and ~1.5e-5 in float16), so exactly the all-zero patches get fidelity 0.
 """
 
 from __future__ import annotations
@@ -61,8 +63,9 @@ def _states_grad(gw: Tensor, states: Tensor) -> Tensor:
     k = states.shape[0]
     flat = gw.reshape(2 * k, -1)
     grad = torch.zeros_like(states)
-    if states.is_complex():
-        grad[:, : flat.shape[1]] = torch.complex(flat[:k], -flat[k:]).to(states.dtype)
+    if states.is_complex():  # half-precision parts go through float32 (no bfloat16 or experimental complex32)
+        parts = flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
+        grad[:, : flat.shape[1]] = torch.complex(parts[:k], -parts[k:]).to(states.dtype)
     else:
         grad[:, : flat.shape[1]] = flat[:k].to(states.dtype)
     return grad
@@ -134,38 +137,37 @@ def squared_norms(x: Tensor, kernel: Pair, stride: Pair = (1, 1), padding: Pair 
     return out
 
 
-def _inverse(norms: Tensor) -> Tensor:
-    """``1 / norms``, 0 where that is not finite (all-zero patches, and those too small to invert).
+def _inverse_norm(norms: Tensor) -> Tensor:
+    """``1 / ||x||`` from the squared norms, 0 on all-zero patches (no state: fidelity 0 by definition).
     Two cheap passes; a boolean mask and ``where`` cost several times more on the CPU."""
-    return norms.reciprocal().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    return norms.rsqrt().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
 
 # -- one chunk of the batch, by either route ----------------------------------------------------------------
 def _conv_parts(x: Tensor, weight: Tensor, geometry: tuple, norms: Tensor | None, out: Tensor | None = None,
                 fid: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``(z, inv, F)``: ``z = conv2d(x, weight)`` ``(b, 2K, H', W')`` (real and minus imaginary overlaps),
-    ``inv = 1 / ||x||^2`` ``(b, 1, H', W')`` and ``F = (Re^2 + Im^2) inv`` ``(b, K, H', W')``, written into
-    ``out`` when given (``None`` when ``fid`` is false). ``z`` is never rescaled: the backward folds
-    ``inv`` into the upstream gradient, which is half its size."""
+    """``(z, isq, F)``: the normalised overlaps ``z = conv2d(x, weight) / ||x||`` ``(b, 2K, H', W')`` (real
+    and minus imaginary parts), ``isq = 1 / ||x||`` ``(b, 1, H', W')`` and ``F = z_re^2 + z_im^2``
+    ``(b, K, H', W')``, written into ``out`` when given (``None`` when ``fid`` is false)."""
     kernel, stride, padding = geometry
     k = weight.shape[0] // 2
-    z = F.conv2d(x, weight, stride=stride, padding=padding)
-    inv = _inverse(squared_norms(x, kernel, stride, padding) if norms is None else norms)
+    isq = _inverse_norm(squared_norms(x, kernel, stride, padding) if norms is None else norms)
+    z = F.conv2d(x, weight, stride=stride, padding=padding).mul_(isq)
     if not fid:
-        return z, inv, None
+        return z, isq, None
     f = torch.mul(z[:, :k], z[:, :k], out=out) if out is not None else z[:, :k] * z[:, :k]
-    return z, inv, f.addcmul_(z[:, k:], z[:, k:]).mul_(inv)
+    return z, isq, f.addcmul_(z[:, k:], z[:, k:])
 
 
 def _unfolded_parts(x: Tensor, weight: Tensor, geometry: tuple, norms: Tensor | None,
                     out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(z, patches, inv, F)`` by the normalised patch matrix: ``patches`` ``(b, C*kh*kw, H'*W')`` holds
+    """``(z, patches, isq, F)`` by the normalised patch matrix: ``patches`` ``(b, C*kh*kw, H'*W')`` holds
     every patch divided by its norm (0 for all-zero ones), ``z = weight @ patches`` ``(b, 2K, H'*W')`` the
     normalised overlaps and ``F = z_re^2 + z_im^2`` ``(b, K, H', W')`` (into ``out`` when given)."""
     (kh, kw), (sh, sw), (ph, pw) = geometry
     if norms is None:
         norms = squared_norms(x, *geometry)
-    inv = _inverse(norms)
+    isq = _inverse_norm(norms)
     if ph or pw:
         x = F.pad(x, (pw, pw, ph, ph))
     b, c = x.shape[:2]
@@ -173,12 +175,12 @@ def _unfolded_parts(x: Tensor, weight: Tensor, geometry: tuple, norms: Tensor | 
     sb, sc, sy, sx = x.stride()
     windows = x.as_strided((b, c, kh, kw, ho, wo), (sb, sc, sy, sx, sy * sh, sx * sw), x.storage_offset())
     patches = torch.empty((b, c, kh, kw, ho, wo), dtype=x.dtype, device=x.device)
-    torch.mul(windows, inv.sqrt().view(b, 1, 1, 1, ho, wo), out=patches)  # the copy and the scaling at once
+    torch.mul(windows, isq.view(b, 1, 1, 1, ho, wo), out=patches)  # the copy and the scaling at once
     patches = patches.view(b, c * kh * kw, ho * wo)
     z = torch.matmul(weight.reshape(weight.shape[0], -1), patches)
     k = weight.shape[0] // 2
     f = torch.mul(z[:, :k], z[:, :k], out=None if out is None else out.view(b, k, -1))
-    return z, patches, inv, f.addcmul_(z[:, k:], z[:, k:]).view(b, k, ho, wo)
+    return z, patches, isq, f.addcmul_(z[:, k:], z[:, k:]).view(b, k, ho, wo)
 
 
 def _chunks(batch: int, per_item: int, limit: int | None = None) -> list[tuple[int, int]]:
@@ -206,10 +208,10 @@ def _fidelity_nograd(x: Tensor, weight: Tensor, geometry: tuple, norms: Tensor |
     for i, j in spans:
         part = None if norms is None else norms[i:j]
         if _unfolds(weight):
-            inv = _unfolded_parts(x[i:j], weight, geometry, part, out=out[i:j])[2]
+            isq = _unfolded_parts(x[i:j], weight, geometry, part, out=out[i:j])[2]
         else:
-            inv = _conv_parts(x[i:j], weight, geometry, part, out=out[i:j])[1]
-        count += torch.count_nonzero(inv)
+            isq = _conv_parts(x[i:j], weight, geometry, part, out=out[i:j])[1]
+        count += torch.count_nonzero(isq)
     return out, count
 
 
@@ -238,12 +240,12 @@ class _FidelityConv(torch.autograd.Function):
         else:
             ctx.spans = [(0, x.shape[0])]
             if ctx.unfolded:
-                z, patches, inv, fid = _unfolded_parts(x, weight, geometry, norms)
+                z, patches, isq, fid = _unfolded_parts(x, weight, geometry, norms)
                 ctx.kept = (z, patches)  # intermediates: kept on ctx
             else:
-                z, inv, fid = _conv_parts(x, weight, geometry, norms)
-                ctx.kept = (z, inv)
-            count = torch.count_nonzero(inv)
+                z, isq, fid = _conv_parts(x, weight, geometry, norms)
+                ctx.kept = (z, isq)
+            count = torch.count_nonzero(isq)
             ctx.save_for_backward(x, states, norms, fid if ctx.needs_input_grad[0] and ctx.own_norms else None)
         ctx.mark_non_differentiable(count)
         return fid, count
@@ -264,9 +266,9 @@ class _FidelityConv(torch.autograd.Function):
                 _unfolded_backward(z, patches, g[i:j], grad_w)
             else:
                 x_term = need_x and ctx.own_norms
-                z, inv, fid = (*kept, fid_saved) if kept is not None else \
+                z, isq, fid = (*kept, fid_saved) if kept is not None else \
                     _conv_parts(x[i:j], weight, ctx.geometry, part, fid=x_term)
-                _conv_backward(x[i:j], weight, ctx.geometry, z, inv, fid if x_term else None, g[i:j],
+                _conv_backward(x[i:j], weight, ctx.geometry, z, isq, fid if x_term else None, g[i:j],
                                None if grad_x is None else grad_x[i:j], grad_w)
         return grad_x, None if grad_w is None else _states_grad(grad_w, states), None, None
 
@@ -274,18 +276,20 @@ class _FidelityConv(torch.autograd.Function):
 def _unfolded_backward(z: Tensor, patches: Tensor, g: Tensor, grad_w: Tensor) -> None:
     """Add ``dL/dweight`` for one chunk: ``dF/dz = 2 z g`` (in place in ``z``), then ``sum_b dz @ patches^T``."""
     b, k = g.shape[:2]
+    if b == 0:
+        return
     dz = z.view(b, 2, k, -1).mul_(g.reshape(b, 1, k, -1)).view(b, 2 * k, -1)
     grad_w.add_(torch.matmul(dz, patches.transpose(1, 2)).sum(0).view_as(grad_w), alpha=2)
 
 
-def _conv_backward(x: Tensor, weight: Tensor, geometry: tuple, z: Tensor, inv: Tensor, fid: Tensor | None,
+def _conv_backward(x: Tensor, weight: Tensor, geometry: tuple, z: Tensor, isq: Tensor, fid: Tensor | None,
                    g: Tensor, grad_x: Tensor | None, grad_w: Tensor | None) -> None:
     """Write ``dL/dx`` into ``grad_x`` and add ``dL/dweight`` to ``grad_w`` (each when given) for one chunk.
     ``fid`` is given when the norms were computed here, so that ``x`` also gets their term."""
     kernel, stride, padding = geometry
     k = weight.shape[0] // 2
-    gi = g * inv
-    dz = z.unflatten(1, (2, k)).mul_(gi.unsqueeze(1)).flatten(1, 2)  # dF/dz = 2 z inv g (2 applied below)
+    gi = g * isq
+    dz = z.unflatten(1, (2, k)).mul_(gi.unsqueeze(1)).flatten(1, 2)  # dF/dz_raw = 2 z isq g (2 applied below)
     gx, gw, _ = torch.ops.aten.convolution_backward(
         dz, x, weight, None, stride, padding, (1, 1), False, (0, 0), 1, (grad_x is not None, grad_w is not None,
                                                                          False))
@@ -297,7 +301,7 @@ def _conv_backward(x: Tensor, weight: Tensor, geometry: tuple, z: Tensor, inv: T
         torch.mul(gx, 2, out=grad_x)
         return
     # the ||x||^2 term: dF/dN = -F / N, and dN/dx = 2 x summed over the windows
-    dn = (gi * fid).sum(1, keepdim=True).neg_()
+    dn = (gi * fid).sum(1, keepdim=True).mul_(isq).neg_()
     ones = torch.ones((1, 1) + tuple(kernel), dtype=x.dtype, device=x.device)
     gn, _, _ = torch.ops.aten.convolution_backward(  # x[:, :1] lends only its shape
         dn, x[:, :1], ones, None, stride, padding, (1, 1), False, (0, 0), 1, (True, False, False))

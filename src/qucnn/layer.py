@@ -20,6 +20,8 @@ from .fidelity import fidelity_maps, fidelity_maps_counted, patch_norms, unfold_
 from .swap_test import check_shots, estimate_z, swap_test_circuit
 
 GRADIENT_MODES = ("autograd", "parameter-shift", "entanglement", "sampled")
+#: Forward costs held as device tensors before they are read into the totals (one host sync per this many).
+MAX_PENDING_COSTS = 64
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,8 @@ class QuConv2d(nn.Module):
         self._exact[phase] |= cost.shots is None and cost.circuits > 0
 
     def _record_forward(self, patches: Tensor, qubits: int, shots: int | None) -> None:
+        if len(self._pending) >= MAX_PENDING_COSTS:  # a loop that never reads its costs must not grow
+            self._settle()
         self._pending.append((patches, qubits, shots))
         self._last["forward"] = None
 
