@@ -220,7 +220,9 @@ class _FidelityConv(torch.autograd.Function):
 
     Up to :data:`SAVE_ELEMENTS` overlap elements: one pass, and the overlaps (and, by the patch-matrix
     route, the patches) stay on ``ctx`` for the first backward, which turns them into ``dF/dz`` in place.
-    Larger inputs, and a second backward (``retain_graph``), recompute them chunk by chunk.
+    Larger inputs, and a second backward (``retain_graph``), recompute them chunk by chunk. Because the
+    backward reuses them in place, they live on ``ctx`` rather than in ``save_for_backward``: saved-tensor
+    hooks (activation checkpointing, CPU offloading) do not see them, which costs memory, not correctness.
     """
 
     @staticmethod
