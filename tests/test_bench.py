@@ -83,6 +83,14 @@ def test_w2_and_w3_quick_with_installed_peers():
     assert any(n.startswith("W3") for n in names) and any(n.startswith("W2") for n in names)
 
 
+def test_w3_batch_size_is_a_choice_and_named_in_the_table(no_peers):
+    result = run(["w3"], quick=True, repeats=1, w3_batch=5)
+    rows = {r["impl"]: r for r in result["rows"]}
+    assert rows["qucnn-exact"]["items"] == rows["torch-conv2d"]["items"] == 5
+    assert result["config"]["sizes"]["w3_batch"] == 5
+    assert "training step, 5 images" in markdown(result)
+
+
 def test_w4_tiny_reports_bandwidth_and_memory(no_peers):
     result = run(["w4"], quick=True, repeats=1, w4_images=64)
     _check_schema(result, {"w4"})
@@ -120,5 +128,9 @@ def test_bad_arguments_are_errors():
         run(["w1"], device="tpu")
     with pytest.raises(ValueError, match="repeats must be an int >= 1"):
         run(["w1"], repeats=0)
+    with pytest.raises(ValueError, match="w3_batch must be an int >= 1"):
+        run(["w3"], w3_batch=0)
+    with pytest.raises(ValueError, match="w3_batch must be at most 8000"):
+        run(["w3"], w3_batch=8001)
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         measure("w0", [], repeats=0)

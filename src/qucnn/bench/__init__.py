@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from typing import Callable, Iterable
 
@@ -25,14 +27,15 @@ WORKLOADS = ("w1", "w2", "w3", "w4")
 DEVICES = ("cpu", "cuda")
 
 
-def _check(workloads: Iterable[str], device: str, repeats: int | None, w4_images: int | None) -> list[str]:
+def _check(workloads: Iterable[str], device: str, repeats: int | None, w4_images: int | None,
+           w3_batch: int | None = None) -> list[str]:
     chosen = list(workloads)
     bad = [w for w in chosen if w not in WORKLOADS]
     if bad or not chosen:
         raise ValueError(f"workloads must be a non-empty subset of {WORKLOADS}, got {chosen}")
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-    for name, value, low in (("repeats", repeats, 1), ("w4_images", w4_images, 1)):
+    for name, value, low in (("repeats", repeats, 1), ("w4_images", w4_images, 1), ("w3_batch", w3_batch, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise ValueError(f"{name} must be an int >= {low} or None, got {value!r}")
     return chosen
@@ -40,7 +43,7 @@ def _check(workloads: Iterable[str], device: str, repeats: int | None, w4_images
 
 def run(workloads: Iterable[str] = WORKLOADS, quick: bool = False, device: str = "cpu",
         repeats: int | None = None, w4_images: int | None = None,
-        progress: Callable[[str], None] | None = None) -> dict:
+        progress: Callable[[str], None] | None = None, w3_batch: int | None = None) -> dict:
     """Run the chosen workloads and return the result (rows with medians, ratios, targets, notes).
 
     Args:
@@ -49,12 +52,13 @@ def run(workloads: Iterable[str] = WORKLOADS, quick: bool = False, device: str =
         device: ``"cpu"``, or ``"cuda"`` to add GPU rows (skipped with a note when there is no GPU).
         repeats: timed samples per case (default 5, 3 with ``quick``), after one warm-up.
         w4_images: images in W4 (default 60,000; 2,000 with ``quick``).
+        w3_batch: images per W3 training step (default 64; at most the embedded training set).
     """
     import torch
 
     from . import scale, workloads as wl
 
-    chosen = _check(workloads, device, repeats, w4_images)
+    chosen = _check(workloads, device, repeats, w4_images, w3_batch)
     repeats = repeats or (3 if quick else 5)
     devices = ["cpu"]
     notes: list[str] = []
@@ -65,6 +69,8 @@ def run(workloads: Iterable[str] = WORKLOADS, quick: bool = False, device: str =
     if gpu:
         devices.append("cuda")
     size = wl.sizes(quick)
+    if w3_batch is not None:
+        size = dataclasses.replace(size, w3_batch=w3_batch)
     result = {"machine": machine_info(device), "config": {"workloads": chosen, "quick": quick, "repeats": repeats,
                                                            "device": device, "sizes": size.__dict__}}
     for name in chosen:
@@ -91,7 +97,8 @@ def run(workloads: Iterable[str] = WORKLOADS, quick: bool = False, device: str =
     except OSError:
         pass
     result.update(rows=rows, targets=wl.targets(rows), notes=notes,
-                  descriptions={**wl.DESCRIPTIONS, "w4": scale.DESCRIPTION},
+                  descriptions={**wl.DESCRIPTIONS, "w3": wl.DESCRIPTIONS["w3"].format(w3_batch=size.w3_batch),
+                                "w4": scale.DESCRIPTION},
                   references={**wl.REFERENCES, "w4": "first-touch floor"})
     return result
 

@@ -29,7 +29,7 @@ SEED = 0
 DESCRIPTIONS = {
     "w1": "forward, Fig. 3 (16 MNIST test images x 625 4x4 patches, 1 filter, 9-qubit SWAP test), float64",
     "w2": "gradient of sum_j g_j F_j over the 625 patches of one image, 3-layer 4-qubit filter (24 angles), float64",
-    "w3": "training step, 64 images, 8 filters 4x4, 3 layers, conv -> flatten -> linear 10, Adam, float32",
+    "w3": "training step, {w3_batch} images, 8 filters 4x4, 3 layers, conv -> flatten -> linear 10, Adam, float32",
 }
 REFERENCES = {"w1": "qucnn-exact", "w2": "qucnn-autograd", "w3": "torch-conv2d"}
 
@@ -236,6 +236,9 @@ def _grad(layer: QuConv2d, x, g, reference: bool = False):
 
 def w3(size: Sizes, devices: list[str]) -> tuple[list[Case], list[dict]]:
     data = load_embedded_mnist()
+    if size.w3_batch > len(data.train_labels):
+        raise ValueError(f"w3_batch must be at most {len(data.train_labels)} (the embedded training images), "
+                         f"got {size.w3_batch}")
     x, y = data.train_images[: size.w3_batch], data.train_labels[: size.w3_batch]
     cases: list[Case] = []
     for dev in devices:

@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed samples per case (default 5, quick 3)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--w4-images", type=int, default=None, help="images in W4 (default 60000, quick 2000)")
+    p.add_argument("--w3-batch", type=int, default=None, help="images per W3 training step (default 64)")
     p.set_defaults(func=run)
 
 
@@ -42,13 +43,13 @@ def run(args) -> int:
 
     try:
         result = run_bench(workloads, quick=args.quick, device=args.device, repeats=args.repeats,
-                           w4_images=args.w4_images, progress=progress)
+                           w4_images=args.w4_images, progress=progress, w3_batch=args.w3_batch)
     finally:
         bar.close()
     flags = [f"--workload {args.workload}"] + (["--quick"] if args.quick else []) + [
         f"--{name.replace('_', '-')} {value}" for name, value in
         (("device", args.device), ("repeats", args.repeats), ("threads", args.threads),
-         ("w4_images", args.w4_images), ("json", args.json)) if value is not None]
+         ("w4_images", args.w4_images), ("w3_batch", args.w3_batch), ("json", args.json)) if value is not None]
     result["command"] = " ".join(["qucnn bench"] + flags)
     print(markdown(result))
     if args.json:
