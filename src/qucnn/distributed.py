@@ -80,8 +80,12 @@ def init_spawned(rank: int, world: int, port: int, device: torch.device) -> Dist
     return DistContext(rank, world, dev)
 
 
-def shutdown(ctx: DistContext) -> None:
+def shutdown(ctx: DistContext, barrier: bool = False) -> None:
+    """Leave the process group; with ``barrier``, only once every rank got here (a normal finish: no rank
+    tears the group down while another still talks to it). Not after an error: a dead peer would hang it."""
     if ctx.enabled and dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -235,23 +235,28 @@ def train(config: TrainConfig) -> dict:
 
     ours = not (dist.is_available() and dist.is_initialized())  # a caller's process group stays up
     ctx = context_from_env(device)
+    finished = False
     try:
-        return _run(cfg, ctx, data)
+        metrics = _run(cfg, ctx, data)
+        finished = True
+        return metrics
     finally:
         if ours:
-            shutdown(ctx)
+            shutdown(ctx, barrier=finished)
 
 
 def _spawn_worker(rank: int, world: int, port: int, cfg: TrainConfig, result: str) -> None:
     ctx = init_spawned(rank, world, port, resolve_device(cfg.device))
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    finished = False
     try:
         metrics = _run(cfg, ctx, _load_data(cfg))
         if ctx.is_main:
             Path(result).write_text(json.dumps(metrics))
+        finished = True
     finally:
-        shutdown(ctx)
+        shutdown(ctx, barrier=finished)
 
 
 def _run(cfg: TrainConfig, ctx: DistContext, data) -> dict:
