@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
-
 from conftest import EXACT, SIGMAS, random_state
+
 from qucnn import FilterAnsatz, swap_test, swap_test_circuit
-from qucnn.ansatz import ring_pairs
-from qucnn.gates import GATES
-from qucnn.swap_test import estimate_z, swap_test_circuit_state, swap_test_ops
+from qucnn.core.ansatz import ring_pairs
+from qucnn.core.gates import GATES
+from qucnn.core.swap_test import estimate_z, swap_test_circuit_state, swap_test_ops
 
 
 def reference_ansatz_state(theta: torch.Tensor) -> torch.Tensor:
@@ -70,7 +70,7 @@ def test_full_swap_test_circuit_equals_closed_form(n, gen):
     exact = swap_test(f, x)
     assert torch.allclose(swap_test_circuit(x, f), exact, atol=EXACT)
     # the ancilla's P(0) = (1 + F) / 2 (Eq. 7)
-    from qucnn.simulator import probabilities
+    from qucnn.core.simulator import probabilities
     p0 = probabilities(swap_test_circuit_state(x, f), (0,))[:, 0]
     assert torch.allclose(p0, (1 + exact) / 2, atol=EXACT)
 

@@ -17,11 +17,12 @@ import contextlib
 
 import pytest
 import torch
-
 from conftest import SIGMAS
-from qucnn import QuConv2d, fastconv, fastpath
-from qucnn.fidelity import patch_norms
-from qucnn.swap_test import estimate_z
+
+from qucnn import QuConv2d
+from qucnn.backends import RoutePolicy, TorchBackend
+from qucnn.core.swap_test import estimate_z
+from qucnn.nn.gradients import valid_patches
 
 F32_F, F32_GRAD = 1e-5, 1e-4
 TF32_F, TF32_GRAD = 3e-3, 3e-2
@@ -46,15 +47,14 @@ def _data(gen, batch=6, channels=1, size=13):
 
 
 def _reference(layer: QuConv2d, x: torch.Tensor, g: torch.Tensor, x_grad: bool):
-    """Outputs and gradients in float64 on the CPU with the fast paths off."""
+    """Outputs and gradients in float64 on the CPU on the reference backend."""
     ref = QuConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                   layers=layer.layers)
+                   layers=layer.layers, backend="reference")
     ref.load_state_dict({k: v.cpu() for k, v in layer.state_dict().items()})
     ref = ref.double()
     xr = x.double().cpu().requires_grad_(x_grad)
-    with fastpath.disabled():
-        out = ref(xr)
-        out.backward(g.double().cpu())
+    out = ref(xr)
+    out.backward(g.double().cpu())
     return out.detach(), ref.theta.grad, xr.grad
 
 
@@ -65,18 +65,17 @@ def _close(value: torch.Tensor, expected: torch.Tensor, rel: float) -> bool:
 @pytest.mark.parametrize("geometry", [(1, 4, 1, 0), (2, 3, 2, 1)])  # (channels, kernel, stride, padding)
 @pytest.mark.parametrize("x_grad", [False, True])
 @pytest.mark.parametrize("allow_tf32", [False, True])
-def test_layer_on_device_matches_the_float64_reference(geometry, x_grad, allow_tf32, device, gen, monkeypatch):
+def test_layer_on_device_matches_the_float64_reference(geometry, x_grad, allow_tf32, device, gen):
     channels, kernel, stride, padding = geometry
     layer = QuConv2d(channels, 8, kernel, stride=stride, padding=padding, layers=3, generator=gen)
     x = _data(gen, channels=channels)
     g = torch.randn(layer(x).shape, generator=gen)
     expected, theta_grad, x_grad_ref = _reference(layer, x, g, x_grad)
-    nonzero_patches = int((patch_norms(x.double(), layer.kernel_size, layer.stride, layer.padding) > 0).sum())
+    nonzero_patches = int(valid_patches(x.double(), layer._spec).sum())
     tol_f, tol_g = (TF32_F, TF32_GRAD) if allow_tf32 else (F32_F, F32_GRAD)
-    for chunked in (False, True):  # one pass, and chunks of one image recomputed in the backward
-        if chunked:
-            monkeypatch.setattr(fastconv, "CHUNK_ELEMENTS", 1)
-            monkeypatch.setattr(fastconv, "SAVE_ELEMENTS", 1)
+    # one pass, and chunks of one image recomputed in the backward
+    for backend in (TorchBackend(), TorchBackend(RoutePolicy(chunk_elements=1, save_elements=1))):
+        layer.backend = backend
         dev_layer = layer.to(device)
         dev_layer.zero_grad()
         xd = x.detach().to(device, copy=True).requires_grad_(x_grad)
@@ -95,8 +94,7 @@ def test_layer_on_device_matches_the_float64_reference(geometry, x_grad, allow_t
 
 def test_ansatz_state_on_device_matches_the_float64_simulator(device, gen):
     theta = 6.3 * torch.rand(5, 3, 4, 2, generator=gen)
-    with fastpath.disabled():
-        expected = QuConv2d(1, 5, 4, layers=3).ansatz.state(theta.double())
+    expected = QuConv2d(1, 5, 4, layers=3).ansatz.state(theta.double(), method="gates")
     got = QuConv2d(1, 5, 4, layers=3).ansatz.state(theta.to(device))
     assert got.device.type == device.type and got.dtype == torch.complex64
     assert (got.cpu().to(torch.complex128) - expected).abs().max() <= F32_F

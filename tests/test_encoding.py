@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import EXACT, NEAR
+
 from qucnn import amplitude_encode, mottonen_ops, state_preparation_ops, svd_unitary
-from qucnn.encoding import num_qubits_for
-from qucnn.simulator import simulate
+from qucnn.core.encoding import num_qubits_for
+from qucnn.core.simulator import simulate
 
 
 def test_pads_to_power_of_two_and_normalises(gen):

@@ -6,11 +6,21 @@ import math
 
 import pytest
 import torch
-
 from conftest import EXACT, SIGMAS, random_state
-from qucnn.gates import GATES, Op, rotation
-from qucnn.simulator import (apply_matrix, apply_op, as_state, check_register, expval_z, probabilities,
-                             product_state, sample_counts, simulate, zero_state)
+
+from qucnn.core.gates import GATES, Op, rotation
+from qucnn.core.simulator import (
+    apply_matrix,
+    apply_op,
+    as_state,
+    check_register,
+    expval_z,
+    probabilities,
+    product_state,
+    sample_counts,
+    simulate,
+    zero_state,
+)
 
 
 def dense_op(matrix: torch.Tensor, wires: tuple[int, ...], n: int) -> torch.Tensor:

@@ -6,11 +6,14 @@ import math
 
 import pytest
 import torch
-
 from conftest import NEAR, SIGMAS
+
 from qucnn import QuConv2d
-from qucnn.fidelity import fidelity_maps, patch_norms
-from qucnn.gradients import Geometry, sampled_variance, shifted_thetas
+from qucnn.backends import get_backend
+from qucnn.core.geometry import ConvSpec
+from qucnn.nn.gradients import sampled_variance, shifted_thetas, valid_patches
+
+SPEC = ConvSpec.make(2)
 
 TRIALS = 300
 
@@ -31,9 +34,9 @@ def exact_parts(layer, x, up):
     layer.zero_grad()
     (layer(x) * up).sum().backward()
     grad = layer.theta.grad.reshape(layer.out_channels, -1).clone()
-    shifted = layer.ansatz.state(shifted_thetas(layer.theta.detach()))
+    shifted = layer.ansatz.state(shifted_thetas(layer.theta.detach())[0])
     _, p, o, d = shifted.shape
-    fid = fidelity_maps(x, shifted.reshape(-1, d), layer.kernel_size, layer.stride, layer.padding)
+    fid = get_backend("torch").state_maps(x, shifted.reshape(-1, d), SPEC)[0]
     fid = fid.reshape(1, 2, p, o, *fid.shape[-2:])
     return grad, fid[:, 0], fid[:, 1]
 
@@ -59,7 +62,7 @@ def test_parameter_shift_with_shots(gen):
     shots = 50
     layer, x, up = setup(gradient="parameter-shift", gradient_shots=shots, generator=gen)
     grad, fp, fm = exact_parts(layer, x, up)
-    valid = patch_norms(x, (2, 2), (1, 1), (0, 0)) > 0
+    valid = valid_patches(x, SPEC)
     g = up.unsqueeze(1)
     var_terms = g**2 / 4 * ((1 - fp**2) + (1 - fm**2)) / shots * valid.unsqueeze(1)
     var = var_terms.sum((0, 3, 4)).T  # (O, P)
@@ -71,7 +74,7 @@ def test_entanglement_with_shots(gen):
     shots = 50
     layer, x, up = setup(gradient="entanglement", gradient_shots=shots, generator=gen)
     grad, fp, fm = exact_parts(layer, x, up)
-    valid = (patch_norms(x, (2, 2), (1, 1), (0, 0)) > 0).unsqueeze(1)
+    valid = (valid_patches(x, SPEC)).unsqueeze(1)
     c = up.abs().max()
     delta = (up / c).unsqueeze(1)
     run = valid & (delta != 0)
@@ -98,7 +101,7 @@ def test_entanglement_and_post_processed_variances_differ(gen):
 def test_sampled_estimator_unbiased_with_derived_variance(budget, gen):
     layer, x, up = setup(gradient="sampled", gradient_budget=budget, generator=gen)
     grad, _, _ = exact_parts(layer, x, up)
-    valid = patch_norms(x, (2, 2), (1, 1), (0, 0)) > 0
+    valid = valid_patches(x, SPEC)
     var = sampled_variance(up, grad, valid, layer.ansatz.n_params, budget)
     layer.gradient = "sampled"
     samples = draw(layer, x, up, trials=400)
@@ -116,10 +119,12 @@ def test_sampled_estimator_zero_upstream_costs_nothing(gen):
 
 def test_shifted_thetas_layout():
     theta = torch.arange(8, dtype=torch.float64).reshape(2, 1, 2, 2)
-    s = shifted_thetas(theta)
+    s, denominators = shifted_thetas(theta)
     assert s.shape == (2, 4, 2, 1, 2, 2)
+    assert torch.allclose(denominators, torch.full((4,), 2.0, dtype=torch.float64))  # 2 sin(pi/2)
     diff = (s - theta).reshape(2, 4, 2, 4)
     assert torch.allclose(diff[0, 1, :, 1], torch.full((2,), math.pi / 2, dtype=torch.float64), atol=NEAR)
     assert torch.allclose(diff[1, 3, :, 3], torch.full((2,), -math.pi / 2, dtype=torch.float64), atol=NEAR)
     assert int((diff != 0).sum()) == 2 * 4 * 2
-    assert Geometry((2, 2), (1, 1), (0, 0)).kernel == (2, 2)
+    subset, _ = shifted_thetas(theta, torch.tensor([2]))
+    assert torch.equal(subset[:, 0], s[:, 2])

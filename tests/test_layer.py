@@ -6,10 +6,11 @@ import math
 
 import pytest
 import torch
+from conftest import EXACT, NEAR, SINGLE
 from torch import nn
 
-from conftest import EXACT, NEAR, SINGLE
 from qucnn import QuConv2d, amplitude_encode, swap_test
+from qucnn.nn import cost as cost_module
 
 CONFIGS = [  # in_channels, kernel, stride, padding, H, W
     (1, 2, 1, 0, 5, 5),
@@ -199,17 +200,15 @@ def test_cost_accounting():
 
 
 def test_unread_forward_costs_stay_bounded_and_add_up():
-    from qucnn import layer as layer_module
-
     layer, x = make(CONFIGS[0], out=3, layers=1)
     nonzero = int((torch.nn.functional.unfold(x, 2).abs().sum(1) > 0).sum())
-    calls = 3 * layer_module.MAX_PENDING_COSTS + 5
+    calls = 3 * cost_module.MAX_PENDING + 5
     with torch.no_grad():
         for i in range(calls):
             layer(x)
-            assert len(layer._pending) <= layer_module.MAX_PENDING_COSTS
+            assert len(layer.cost._pending) <= cost_module.MAX_PENDING
     assert layer.total_cost()["forward"] == {"circuits": calls * 3 * nonzero, "shots": None}
-    assert layer.last_cost["forward"].circuits == 3 * nonzero and not layer._pending
+    assert layer.last_cost["forward"].circuits == 3 * nonzero and not layer.cost._pending
     layer(x[:0])  # an empty batch records its zero cost in order, after the pending ones
     assert layer.last_cost["forward"].circuits == 0
     assert layer.total_cost()["forward"]["circuits"] == calls * 3 * nonzero

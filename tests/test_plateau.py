@@ -11,14 +11,26 @@ import torch
 from conftest import EXACT, NEAR, SIGMAS, random_state
 
 from qucnn import cli
-from qucnn.analysis import (cell_generator, fit_decay, haar_fidelity_mean, haar_fidelity_variance,
-                            haar_grad_variance_first, haar_grad_variance_last, kernel_for,
-                            last_generator_overlap, measure_cell, parse_int_list, plateau_study,
-                            sample_angles, sample_patches, variance_with_stderr)
-from qucnn.ansatz import ring_pairs
+from qucnn.analysis import (
+    cell_generator,
+    fit_decay,
+    haar_fidelity_mean,
+    haar_fidelity_variance,
+    haar_grad_variance_first,
+    haar_grad_variance_last,
+    kernel_for,
+    last_generator_overlap,
+    measure_cell,
+    parse_int_list,
+    plateau_study,
+    sample_angles,
+    sample_patches,
+    variance_with_stderr,
+)
+from qucnn.core.ansatz import ring_pairs
+from qucnn.core.gates import Op
+from qucnn.core.simulator import as_state, simulate
 from qucnn.datasets import load_embedded_mnist
-from qucnn.gates import Op
-from qucnn.simulator import as_state, simulate
 
 REQUIRED_ROW = {"qubits": int, "depth": int, "channels": int, "samples": int, "param": str,
                 "var_grad": float, "mean_grad": float, "var_fidelity": float, "mean_fidelity": float}

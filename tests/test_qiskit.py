@@ -8,18 +8,17 @@ import math
 
 import numpy as np
 import pytest
-import torch
-
-from conftest import EXACT, NEAR, SIGMAS, random_state
-from qucnn import FilterAnsatz, QuConv2d, amplitude_encode, swap_test
-from qucnn.fidelity import fidelity_maps, patch_norms
-from qucnn.gradients import shifted_thetas
-from qucnn.swap_test import swap_test_circuit_state
-
 import qiskit  # CI installs it; the missing case is tests/test_qiskit_missing.py
+import torch
+from conftest import EXACT, NEAR, SIGMAS, random_state
 from qiskit.quantum_info import Statevector
 
+from qucnn import FilterAnsatz, QuConv2d, amplitude_encode, swap_test
 from qucnn import qiskit as qq
+from qucnn.backends import get_backend
+from qucnn.core.geometry import ConvSpec
+from qucnn.core.swap_test import swap_test_circuit_state
+from qucnn.nn.gradients import shifted_thetas, valid_patches
 
 
 def statevector(circuit) -> np.ndarray:
@@ -144,7 +143,7 @@ def test_bell_overlap_gives_the_swap_test_value(upstream, gen):
 
 
 def test_template_binds_to_the_same_circuits(gen):
-    from qucnn.encoding import mottonen_ops
+    from qucnn.core.encoding import mottonen_ops
 
     ops = mottonen_ops(torch.rand(3, 8, generator=gen, dtype=torch.float64)) + \
         FilterAnsatz(3, 1).ops(torch.rand(1, 1, 3, 2, generator=gen, dtype=torch.float64))  # (1, 1) broadcasts
@@ -268,9 +267,10 @@ def test_executor_gradients_match_the_layer(small_layer, method):
     est = qq.QiskitExecutor(shots=shots, seed=12).gradient(layer, x, g, method=method)
     assert est.shape == exact.shape and est.dtype == exact.dtype
     # binomial variances of every circuit, from the exact shifted fidelities (zero patches are not run)
-    states = layer.ansatz.state(shifted_thetas(layer.theta.detach()))  # (2, P, O, d)
-    fid = fidelity_maps(x, states.reshape(-1, states.shape[-1]), (2, 2)).reshape(2, -1, 2, 4, 4)
-    valid = patch_norms(x, (2, 2), (1, 1), (0, 0))[0, 0] > 0
+    states = layer.ansatz.state(shifted_thetas(layer.theta.detach())[0])  # (2, P, O, d)
+    spec = ConvSpec.make(2)
+    fid = get_backend("torch").state_maps(x, states.reshape(-1, states.shape[-1]), spec)[0].reshape(2, -1, 2, 4, 4)
+    valid = valid_patches(x, spec)[0, 0]
     if method == "parameter-shift":
         var = g[0] ** 2 / 4 * (2 - fid[0] ** 2 - fid[1] ** 2) / shots
     else:

@@ -16,12 +16,12 @@ from conftest import NEAR, SIGMAS
 
 from qucnn import amplitude_encode
 from qucnn.cli import main
+from qucnn.core.gates import Op, rotation
 from qucnn.experiments import common
 from qucnn.experiments.backprop import SHOT_COUNTS, data_patch, theoretical_std
 from qucnn.experiments.circuits import count_ops, draw_ops, layout
 from qucnn.experiments.common import Config
 from qucnn.experiments.learn import learn_state
-from qucnn.gates import Op, rotation
 
 VOLATILE = ("meta", "last_command", "versions")
 

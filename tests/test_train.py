@@ -12,14 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import EXACT, NEAR
-from qucnn.checkpoint import atomic_save, atomic_write, load_checkpoint
+
 from qucnn.cli import main
+from qucnn.core.geometry import ConvSpec
 from qucnn.datasets import load_embedded_mnist
-from qucnn.fidelity import patch_norms
-from qucnn.models import GlobalBatchNorm, build_model
-from qucnn.training import TrainConfig, data_order, one_cycle, train
+from qucnn.nn.gradients import valid_patches
+from qucnn.nn.models import GlobalBatchNorm, build_model
+from qucnn.train import TrainConfig, data_order, one_cycle, train
+from qucnn.train.checkpoint import load_checkpoint
+from qucnn.utils.files import atomic_save, atomic_write
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -52,7 +54,7 @@ def test_tiny_run_learns_and_writes_everything(tmp_path):
     assert no_temp_files(tmp_path)
     # forward cost: one circuit per (image, filter, non-zero patch); exact expectations -> shots None
     x = load_embedded_mnist().train_images[:512]
-    circuits = int((patch_norms(x, (4, 4), (1, 1), (0, 0)) > 0).sum()) * 2
+    circuits = int(valid_patches(x, ConvSpec.make(4)).sum()) * 2
     for entry in e:
         assert entry["quantum_cost"]["forward"] == {"circuits": circuits, "shots": None}
         assert entry["images"] == 512 and entry["images_per_s"] > 0

@@ -4,8 +4,15 @@ Filters are parameterised quantum states, outputs are SWAP-test fidelities with 
 patches, and filter gradients can be computed on the quantum side (parameter shift, or the paper's
 entanglement-based backpropagation with one extra ancilla).
 
+The package in layers, each importing only from those before it:
+``utils`` -> ``core`` (gates, simulator, encoding, ansatz, SWAP test, geometry) -> ``backends`` (where circuits
+run) -> ``nn`` (functional, layer, gradient estimators, cost, models) -> ``train`` / ``experiments`` /
+``analysis`` / ``bench`` -> ``cli``; ``qiskit`` (export and execution) sits beside ``backends``.
+
 Public API:
     QuConv2d, QuantumCost          the layer and its quantum cost accounting
+    functional.quconv2d            the layer as a function
+    backends                       available_backends(), register_backend(), get_backend()
     amplitude_encode               patches -> unit vectors (zero-padded to a power of two)
     FilterAnsatz                   the Fig. 1 ansatz, ``.state(theta)``
     swap_test                      exact or shot-based fidelity ``|<a|b>|^2``
@@ -13,19 +20,28 @@ Public API:
     swap_test_circuit, swap_test_ops                   the full circuits, simulated
 """
 
-from .ansatz import FilterAnsatz
-from .encoding import amplitude_encode, mottonen_ops, state_preparation_ops, svd_unitary
-from .layer import GRADIENT_MODES, QuantumCost, QuConv2d
-from .swap_test import swap_test, swap_test_circuit, swap_test_ops
+from . import _compat, backends, functional
+from .core.ansatz import FilterAnsatz
+from .core.encoding import amplitude_encode, mottonen_ops, state_preparation_ops, svd_unitary
+from .core.swap_test import swap_test, swap_test_circuit, swap_test_ops
+from .nn.cost import QuantumCost
+from .nn.functional import GRADIENT_MODES
+from .nn.layer import QuConv2d
+from .utils.checks import UsageError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+_compat.install()
 
 __all__ = [
     "FilterAnsatz",
     "GRADIENT_MODES",
     "QuConv2d",
     "QuantumCost",
+    "UsageError",
     "amplitude_encode",
+    "backends",
+    "functional",
     "mottonen_ops",
     "state_preparation_ops",
     "svd_unitary",

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .utils.checks import MissingFileError, UsageError
+
 #: IDX type codes -> big-endian numpy dtypes.
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 EMBEDDED_TRAIN = 8000
@@ -39,30 +41,30 @@ def _decompress(raw: bytes, where: str) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as err:  # truncated or corrupt gzip stream
-        raise ValueError(f"{where}: not a readable gzip file ({err})") from err
+        raise UsageError(f"{where}: not a readable gzip file ({err})") from err
 
 
 def parse_idx(raw: bytes, where: str = "<bytes>") -> np.ndarray:
     """Parse the (already decompressed) bytes of an IDX file; ``where`` names it in error messages."""
     if not raw:
-        raise ValueError(f"{where}: empty file (expected an IDX header of at least 4 bytes)")
+        raise UsageError(f"{where}: empty file (expected an IDX header of at least 4 bytes)")
     if len(raw) < 4:
-        raise ValueError(f"{where}: {len(raw)} bytes is too short for an IDX header (need at least 4)")
+        raise UsageError(f"{where}: {len(raw)} bytes is too short for an IDX header (need at least 4)")
     zero, code, ndim = raw[0] << 8 | raw[1], raw[2], raw[3]
     if zero != 0 or code not in IDX_DTYPES or ndim == 0:
-        raise ValueError(f"{where}: bad IDX magic number 0x{raw[:4].hex()} (expected 0x0000, a type code in "
+        raise UsageError(f"{where}: bad IDX magic number 0x{raw[:4].hex()} (expected 0x0000, a type code in "
                          f"{[hex(c) for c in IDX_DTYPES]} and ndim >= 1)")
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{where}: truncated header: {ndim} dimensions need {header} bytes, found {len(raw)}")
+        raise UsageError(f"{where}: truncated header: {ndim} dimensions need {header} bytes, found {len(raw)}")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(IDX_DTYPES[code])
     # math.prod on Python ints: np.prod would silently wrap around for a corrupt, huge shape.
     expected = header + math.prod(shape) * dtype.itemsize
     if len(raw) < expected:
-        raise ValueError(f"{where}: truncated: shape {shape} needs {expected} bytes, found {len(raw)}")
+        raise UsageError(f"{where}: truncated: shape {shape} needs {expected} bytes, found {len(raw)}")
     if len(raw) > expected:
-        raise ValueError(f"{where}: {len(raw) - expected} unexpected trailing bytes: shape {shape} needs "
+        raise UsageError(f"{where}: {len(raw) - expected} unexpected trailing bytes: shape {shape} needs "
                          f"{expected} bytes, found {len(raw)}")
     # astype copies to native byte order, so the result is writable and independent of ``raw``.
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
@@ -75,12 +77,12 @@ def read_idx(path: str | Path) -> np.ndarray:
     an unknown magic number, trailing bytes or a corrupt gzip stream.
 
     Example:
-        >>> read_idx("train-labels-idx1-ubyte.gz").shape  # doctest: +SKIP
-        (60000,)
+        read_idx("train-labels-idx1-ubyte.gz").shape
+        # -> (60000,)
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"IDX file not found: {path}")
+        raise MissingFileError(f"IDX file not found: {path}")
     return parse_idx(_decompress(path.read_bytes(), str(path)), str(path))
 
 
@@ -107,11 +109,11 @@ class Dataset:
 
 def _to_tensors(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(f"{where}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
+        raise UsageError(f"{where}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise ValueError(f"{where}: expected integer labels of shape (N,), got {labels.dtype} {labels.shape}")
+        raise UsageError(f"{where}: expected integer labels of shape (N,), got {labels.dtype} {labels.shape}")
     if len(images) != len(labels):
-        raise ValueError(f"{where}: {len(images)} images but {len(labels)} labels")
+        raise UsageError(f"{where}: {len(images)} images but {len(labels)} labels")
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     return x, torch.from_numpy(labels.astype(np.int64))
 
@@ -147,19 +149,19 @@ def load_idx_dir(directory: str | Path) -> Dataset:
     (first 80% train).
 
     Example:
-        >>> load_idx_dir("/usr/share/datasets/fashion-mnist").train_images.shape  # doctest: +SKIP
-        torch.Size([60000, 1, 28, 28])
+        load_idx_dir("/usr/share/datasets/fashion-mnist").train_images.shape
+        # -> torch.Size([60000, 1, 28, 28])
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"data directory not found (or not a directory): {directory}")
+        raise MissingFileError(f"data directory not found (or not a directory): {directory}")
     name = directory.resolve().name or str(directory)
     found = [_find(directory, s) for s in STANDARD_STEMS]
     if all(found):
         train = _to_tensors(read_idx(found[0]), read_idx(found[1]), f"{directory} (train)")
         test = _to_tensors(read_idx(found[2]), read_idx(found[3]), f"{directory} (t10k)")
         if train[0].shape[1:] != test[0].shape[1:]:
-            raise ValueError(f"{directory}: train images are {tuple(train[0].shape[2:])} but test images "
+            raise UsageError(f"{directory}: train images are {tuple(train[0].shape[2:])} but test images "
                              f"are {tuple(test[0].shape[2:])}")
         return Dataset(*train, *test, name=name)
     pair = [_find(directory, s) for s in PAIR_STEMS]
@@ -167,10 +169,10 @@ def load_idx_dir(directory: str | Path) -> Dataset:
         images, labels = read_idx(pair[0]), read_idx(pair[1])
         n_train = len(images) * 4 // 5  # integer arithmetic: 0.8 * n can land just below a whole number
         if n_train == 0 or n_train == len(images):
-            raise ValueError(f"{directory}: {len(images)} images are too few for an 80/20 split")
+            raise UsageError(f"{directory}: {len(images)} images are too few for an 80/20 split")
         return _split(images, labels, n_train, name, str(directory))
     present = [p.name for p in found + pair if p is not None]
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"no IDX data set in {directory}: looked for {', '.join(s + '[.gz]' for s in STANDARD_STEMS)} "
         f"or {' + '.join(s + '[.gz]' for s in PAIR_STEMS)}; found only {present or 'none of them'}")
 

@@ -15,10 +15,26 @@ Example:
     0.08333333333333333
 """
 
-from .plateau import (PARAMS, SHOT_BUDGETS, Cell, cell_generator, fit_decay, haar_fidelity_mean,
-                      haar_fidelity_variance, haar_grad_variance_first, haar_grad_variance_last,
-                      kernel_for, last_generator_overlap, measure_cell, parse_int_list, plateau_study,
-                      sample_angles, sample_patches, shot_noise_variance, variance_with_stderr)
+from .plateau import (
+                      PARAMS,
+                      SHOT_BUDGETS,
+                      Cell,
+                      cell_generator,
+                      fit_decay,
+                      haar_fidelity_mean,
+                      haar_fidelity_variance,
+                      haar_grad_variance_first,
+                      haar_grad_variance_last,
+                      kernel_for,
+                      last_generator_overlap,
+                      measure_cell,
+                      parse_int_list,
+                      plateau_study,
+                      sample_angles,
+                      sample_patches,
+                      shot_noise_variance,
+                      variance_with_stderr,
+)
 from .plateau_plot import plot_plateau
 
 __all__ = ["PARAMS", "SHOT_BUDGETS", "Cell", "cell_generator", "fit_decay", "haar_fidelity_mean",

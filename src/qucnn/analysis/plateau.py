@@ -34,12 +34,14 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
-from ..ansatz import FilterAnsatz, ring_pairs
-from ..encoding import amplitude_encode
-from ..gates import Op
-from ..simulator import as_state, expval_z, free_bytes, simulate
-from ..swap_test import swap_test
+from ..core.ansatz import FilterAnsatz, ring_pairs
+from ..core.encoding import amplitude_encode
+from ..core.gates import Op
+from ..core.simulator import as_state, expval_z, free_bytes, simulate
+from ..core.swap_test import swap_test
+from ..utils.checks import UsageError
 
 #: Shot budgets the study compares the gradient spread with (shots per SWAP-test circuit).
 SHOT_BUDGETS = (1000, 10_000)
@@ -62,13 +64,13 @@ def kernel_for(n_qubits: int, channels: int = 1, image_size: int = 28) -> int:
     """
     for name, value in (("n_qubits", n_qubits), ("channels", channels)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+            raise UsageError(f"{name} must be a positive int, got {value!r}")
     k = math.isqrt(2**n_qubits // channels)
     if k >= 1 and channels * k * k > 2 ** (n_qubits - 1) and k <= image_size:
         return k
     ok = [c for c in range(1, 65) if _has_kernel(n_qubits, c, image_size)]
     hint = f"; --channels {ok[0]} gives {n_qubits} qubits" if ok else ""
-    raise ValueError(
+    raise UsageError(
         f"no k x k patch with {channels} channel(s) needs exactly {n_qubits} qubits (C*k*k must lie in "
         f"({2 ** (n_qubits - 1)}, {2 ** n_qubits}] with k <= {image_size}){hint}")
 
@@ -94,10 +96,10 @@ def sample_patches(images: Tensor, n_qubits: int, samples: int, generator: torch
     """
     if images.dim() == 4:
         if images.shape[1] != 1:
-            raise ValueError(f"expected single-channel images (N, 1, H, W), got {tuple(images.shape)}")
+            raise UsageError(f"expected single-channel images (N, 1, H, W), got {tuple(images.shape)}")
         images = images[:, 0]
     if images.dim() != 3:
-        raise ValueError(f"expected images (N, 1, H, W) or (N, H, W), got {tuple(images.shape)}")
+        raise UsageError(f"expected images (N, 1, H, W) or (N, H, W), got {tuple(images.shape)}")
     n_img, height, width = images.shape
     k = kernel_for(n_qubits, channels, min(height, width))
     images = images.to(torch.float64)
@@ -117,7 +119,7 @@ def sample_patches(images: Tensor, n_qubits: int, samples: int, generator: torch
         have += patches.shape[0]
         if have >= samples:
             return amplitude_encode(torch.cat(kept)[:samples])
-    raise ValueError(f"found only {have} non-zero {k}x{k} patches in {max_rounds} rounds; are the images blank?")
+    raise UsageError(f"found only {have} non-zero {k}x{k} patches in {max_rounds} rounds; are the images blank?")
 
 
 def sample_angles(samples: int, layers: int, n_qubits: int, generator: torch.Generator,
@@ -175,10 +177,10 @@ def measure_cell(data: Tensor, theta: Tensor, batch_size: int | None = None) -> 
     from autograd; chunking does not change the result.
     """
     if theta.dim() != 4 or theta.shape[-1] != 2:
-        raise ValueError(f"theta must have shape (S, L, n, 2), got {tuple(theta.shape)}")
+        raise UsageError(f"theta must have shape (S, L, n, 2), got {tuple(theta.shape)}")
     samples, layers, n, _ = theta.shape
     if data.shape != (samples, 2**n):
-        raise ValueError(f"data must have shape ({samples}, {2 ** n}) to match theta, got {tuple(data.shape)}")
+        raise UsageError(f"data must have shape ({samples}, {2 ** n}) to match theta, got {tuple(data.shape)}")
     ansatz = FilterAnsatz(n, layers)
     step = auto_batch_size(n, layers, samples, theta.device, theta.dtype) if batch_size is None else batch_size
     out: list[tuple[Tensor, Tensor]] = []
@@ -200,7 +202,7 @@ def variance_with_stderr(values: Tensor) -> tuple[float, float]:
     ``sqrt((m4 - s**4) / S)`` (``m4`` the fourth central moment), from the samples themselves."""
     v = values.double().flatten()
     if v.numel() < 2:
-        raise ValueError(f"a variance needs at least 2 samples, got {v.numel()}")
+        raise UsageError(f"a variance needs at least 2 samples, got {v.numel()}")
     var = float(v.var())
     m4 = float(((v - v.mean()) ** 4).mean())
     return var, math.sqrt(max(m4 - var * var, 0.0) / v.numel())
@@ -215,9 +217,9 @@ def fit_decay(qubits: Sequence[int], variances: Sequence[float]) -> dict:
     n = np.asarray(qubits, dtype=float)
     v = np.asarray(variances, dtype=float)
     if n.size < 2 or n.size != v.size:
-        raise ValueError(f"a decay fit needs >= 2 (qubits, variance) pairs, got {n.size} and {v.size}")
+        raise UsageError(f"a decay fit needs >= 2 (qubits, variance) pairs, got {n.size} and {v.size}")
     if not np.all(v > 0):
-        raise ValueError(f"variances must be positive to fit log Var, got {v.tolist()}")
+        raise UsageError(f"variances must be positive to fit log Var, got {v.tolist()}")
     y = np.log(v)
     (slope, intercept), resid, *_ = np.polyfit(n, y, 1, full=True)
     base = math.exp(-slope)
@@ -284,7 +286,7 @@ def parse_int_list(text: str, name: str = "value") -> list[int]:
             else:
                 out.add(int(part))
         except ValueError:
-            raise ValueError(f"{name}: expected a list like '2,4,6' or a range like '1-12', got {text!r}") from None
+            raise UsageError(f"{name}: expected a list like '2,4,6' or a range like '1-12', got {text!r}") from None
     return sorted(out)
 
 
@@ -300,7 +302,6 @@ def plateau_study(images: Tensor, qubits: Iterable[int], depths: Iterable[int], 
     ``Var[dF/dtheta]`` meets the shot noise ``1/(2S)`` of each budget in :data:`SHOT_BUDGETS`) and
     ``config``. The patches of one qubit count are shared by all depths (common random numbers).
     """
-    from tqdm import tqdm
 
     qubits, depths = sorted(set(qubits)), sorted(set(depths))
     check_study(qubits, depths, samples, channels, batch_size)
@@ -340,14 +341,14 @@ def check_study(qubits: Sequence[int], depths: Sequence[int], samples: int, chan
                 batch_size: int | None) -> None:
     """Validate the study's options up front, with messages that name the option."""
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
-        raise ValueError(f"--samples must be an int >= 2 (a variance needs two samples), got {samples!r}")
+        raise UsageError(f"--samples must be an int >= 2 (a variance needs two samples), got {samples!r}")
     if not qubits or min(qubits) < 1:
-        raise ValueError(f"--qubits must be positive ints, got {list(qubits)}")
+        raise UsageError(f"--qubits must be positive ints, got {list(qubits)}")
     if not depths or min(depths) < 1:
-        raise ValueError(f"--depths must be positive ints (ansatz layers), got {list(depths)}")
+        raise UsageError(f"--depths must be positive ints (ansatz layers), got {list(depths)}")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                    or batch_size < 1):
-        raise ValueError(f"--batch-size must be a positive int, got {batch_size!r}")
+        raise UsageError(f"--batch-size must be a positive int, got {batch_size!r}")
     for n in qubits:
         kernel_for(n, channels)
 

@@ -2,18 +2,16 @@
 (2-design) reference and the shot-noise levels, and the fitted decay base against depth.
 
 Example:
-    >>> result = plateau_study(images, [2, 4], [1, 2], samples=100)     # doctest: +SKIP
-    >>> plot_plateau(result, "results/plateau/plateau.png")            # doctest: +SKIP
+    result = plateau_study(images, [2, 4], [1, 2], samples=100)
+    plot_plateau(result, "results/plateau/plateau.png")
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..plotting import pyplot as _pyplot
+from ..utils.plotting import pyplot as _pyplot
 from .plateau import PARAMS, SHOT_BUDGETS, shot_noise_variance
-
-
 
 
 def plot_plateau(result: dict, path: str | Path) -> Path:

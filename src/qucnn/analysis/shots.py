@@ -8,7 +8,7 @@ circuit, and the shot-frugal sampled estimator at a budget of ``N`` shots per ba
 shots a quantum computer would have spent come from the layer's own cost accounting.
 
 Example:
-    >>> result = shots_study(quick_settings(), **QUICK)  # doctest: +SKIP
+    result = shots_study(quick_settings(), **QUICK)
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from ..layer import QuConv2d
+from ..nn.layer import QuConv2d
+from ..utils.plotting import pyplot
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,6 @@ def shots_saving(rows: list[dict]) -> dict | None:
 
 def shots_study(settings: list[Setting], data, seed: int = 0, progress: bool = True, **sizes) -> dict:
     """Train every setting with the same seed; returns ``{"rows": [...], "saving": ..., "config": ...}``."""
-    from tqdm.auto import tqdm
 
     steps = sizes["epochs"] * math.ceil(min(sizes["train"], len(data.train_images)) / sizes["batch_size"])
     rows = []
@@ -163,7 +164,6 @@ def shots_study(settings: list[Setting], data, seed: int = 0, progress: bool = T
 
 def plot_shots(result: dict, path) -> None:
     """Accuracy against total gradient shots (log x); the exact run is a horizontal line."""
-    from ..plotting import pyplot
 
     plt = pyplot()
 

@@ -9,18 +9,22 @@ Public API:
 Peers are optional (``pip install qucnn[bench]``): a missing one gives a skipped row with a note.
 
 Example:
-    >>> result = run(["w1"], quick=True, repeats=1)  # doctest: +SKIP
-    >>> sorted(result)
-    ['config', 'descriptions', 'machine', 'notes', 'references', 'rows', 'targets']
+    result = run(["w1"], quick=True, repeats=1)
+    sorted(result)
+    # -> ['config', 'descriptions', 'machine', 'notes', 'references', 'rows', 'targets']
 """
 
 from __future__ import annotations
 
 import dataclasses
-
 import os
 from typing import Callable, Iterable
 
+import torch
+
+from ..utils.checks import UsageError
+from . import scale
+from . import workloads as wl
 from .runner import Case, add_ratios, machine_info, markdown, measure, skipped, write
 
 WORKLOADS = ("w1", "w2", "w3", "w4")
@@ -32,12 +36,12 @@ def _check(workloads: Iterable[str], device: str, repeats: int | None, w4_images
     chosen = list(workloads)
     bad = [w for w in chosen if w not in WORKLOADS]
     if bad or not chosen:
-        raise ValueError(f"workloads must be a non-empty subset of {WORKLOADS}, got {chosen}")
+        raise UsageError(f"workloads must be a non-empty subset of {WORKLOADS}, got {chosen}")
     if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        raise UsageError(f"device must be one of {DEVICES}, got {device!r}")
     for name, value, low in (("repeats", repeats, 1), ("w4_images", w4_images, 1), ("w3_batch", w3_batch, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            raise ValueError(f"{name} must be an int >= {low} or None, got {value!r}")
+            raise UsageError(f"{name} must be an int >= {low} or None, got {value!r}")
     return chosen
 
 
@@ -54,9 +58,6 @@ def run(workloads: Iterable[str] = WORKLOADS, quick: bool = False, device: str =
         w4_images: images in W4 (default 60,000; 2,000 with ``quick``).
         w3_batch: images per W3 training step (default 64; at most the embedded training set).
     """
-    import torch
-
-    from . import scale, workloads as wl
 
     chosen = _check(workloads, device, repeats, w4_images, w3_batch)
     repeats = repeats or (3 if quick else 5)

@@ -15,11 +15,15 @@ Example:
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..core.ansatz import ring_pairs
+from ..nn.layer import QuConv2d
 
 #: The extra that installs every peer.
 EXTRA = "pip install qucnn[bench]"
@@ -37,7 +41,6 @@ def missing(*modules: str) -> str | None:
 
 def version(module: str) -> str | None:
     """The installed version of ``module`` (its distribution's, where the module has no ``__version__``)."""
-    from importlib import metadata
 
     try:
         return str(importlib.import_module(module).__version__)
@@ -111,7 +114,6 @@ def aer_swap_tests(patches: Tensor, theta: Tensor, shots: int, seed: int = 0) ->
     preparation, the ansatz, the SWAP test) when it is importable, else the same circuits built here with
     Qiskit's ``StatePreparation`` and run as one batch on ``AerSimulator``.
     """
-    from ..layer import QuConv2d
 
     n = theta.shape[1]
     side = 2 ** (n // 2)
@@ -133,7 +135,6 @@ def _aer_direct(patches: Tensor, theta: Tensor, shots: int, seed: int) -> Tensor
     from qiskit.circuit.library import StatePreparation
     from qiskit_aer import AerSimulator
 
-    from ..ansatz import ring_pairs
 
     layers, n, _ = theta.shape
     circuits = []

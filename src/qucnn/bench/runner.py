@@ -24,6 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy
+import torch
+
+from ..utils.checks import UsageError
+from .peers import version
+
 #: A sample repeats a fast case until it lasts at least this long: long against the scheduler's time
 #: slices and a cold first call on a shared machine, so the medians stay stable.
 MIN_SAMPLE_S = 0.1
@@ -93,7 +99,7 @@ def measure(workload: str, cases: list[Case], repeats: int, progress=None) -> li
     stop the run). ``progress`` (optional) is called with a short label before each timed sample.
     """
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+        raise UsageError(f"repeats must be >= 1, got {repeats}")
     live: list[tuple[Case, int, dict]] = []
     rows: list[dict] = []
     for case in cases:
@@ -150,10 +156,6 @@ def add_ratios(rows: list[dict], reference: str) -> None:
 
 def machine_info(device: str) -> dict:
     """The machine, as far as the run can tell: CPU, cores, load, library versions, threads, device."""
-    import numpy
-    import torch
-
-    from .peers import version
 
     cpu = platform.processor() or platform.machine()
     try:

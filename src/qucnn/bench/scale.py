@@ -28,6 +28,11 @@ from pathlib import Path
 
 import torch
 
+from ..backends.fused_fidelity import CPU_CHUNK_ELEMENTS as CHUNK_ELEMENTS
+from ..datasets import load_embedded_mnist
+from ..nn.layer import QuConv2d
+from .runner import skipped
+
 DESCRIPTION = "scale: fidelity maps of N 28x28 images (tiled MNIST), 8 and 32 filters 4x4, 3 layers, float32"
 FILTERS = (8, 32)
 MODES = ("forward", "forward+backward")
@@ -35,7 +40,6 @@ MODES = ("forward", "forward+backward")
 
 def images(count: int, device: str = "cpu") -> torch.Tensor:
     """``count`` 28x28 float32 images: the embedded MNIST digits (train then test) tiled."""
-    from ..datasets import load_embedded_mnist
 
     data = load_embedded_mnist()
     pool = torch.cat([data.train_images, data.test_images])
@@ -113,7 +117,6 @@ def _maxrss_bytes() -> int:
 
 def child(count: int, filters: int, mode: str, device: str, repeats: int) -> dict:
     """Run one W4 case here (meant for a fresh process) and return its numbers."""
-    from ..layer import QuConv2d
 
     x = images(count, device)
     layer = QuConv2d(1, filters, 4, layers=3, generator=torch.Generator().manual_seed(0)).to(device)
@@ -165,7 +168,6 @@ def run_case(count: int, filters: int, mode: str, device: str, repeats: int, tim
 
 def needed_bytes(count: int, filters: int) -> int:
     """Rough peak of one case: input, output and one chunk of intermediates (float32)."""
-    from ..fastconv import CHUNK_ELEMENTS
 
     return 4 * (count * 784 + 2 * count * filters * 625 + 4 * CHUNK_ELEMENTS)
 
@@ -181,7 +183,6 @@ def available_bytes() -> int:
 
 def rows(count: int, device: str, repeats: int, progress=None) -> tuple[list[dict], list[str]]:
     """Every W4 row (and notes): the copy roofline, then each (filters, mode) in its own process."""
-    from .runner import skipped
 
     notes: list[str] = []
     bandwidth = copy_bandwidth(device)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .. import fastpath
 from ..datasets import load_embedded_mnist
-from ..layer import QuConv2d
+from ..nn.layer import QuConv2d
+from ..utils.checks import UsageError
 from . import peers
 from .runner import Case, skipped
 
@@ -104,8 +104,8 @@ def w1(size: Sizes, devices: list[str]) -> tuple[list[Case], list[dict]]:
             Case("qucnn-shots", _no_grad(noisy, x), items, "patches",
                  f"QuConv2d forward, {SHOTS:,} shots (exact binomial draws)", check=shot_check, sync=sync,
                  device=dev),
-            Case("qucnn-reference", _no_grad(layer, x, reference=True), items, "patches",
-                 "QuConv2d forward with qucnn.fastpath disabled (gate-by-gate ansatz, autograd-composed maps)",
+            Case("qucnn-reference", _no_grad(_layer(1, dev, torch.float64, backend="reference"), x), items, "patches",
+                 "QuConv2d forward, backend='reference' (gate-by-gate ansatz, autograd-composed maps)",
                  check=err, sync=sync, device=dev),
             Case("torch-conv2d", _no_grad(conv, x), items, "patches", "nn.Conv2d(1, 1, 4) forward (classical)",
                  sync=sync, device=dev),
@@ -117,12 +117,9 @@ def w1(size: Sizes, devices: list[str]) -> tuple[list[Case], list[dict]]:
     return cases + peer_cases, rows
 
 
-def _no_grad(module, x, reference: bool = False):
+def _no_grad(module, x):
     def call():
         with torch.no_grad():
-            if reference:
-                with fastpath.disabled():
-                    return module(x)
             return module(x)
     return call
 
@@ -188,9 +185,9 @@ def w2(size: Sizes, devices: list[str]) -> tuple[list[Case], list[dict]]:
                                "parameter-shift": "exact expectations, Eq. 4-6 (48 shifted filters)",
                                "entanglement": "exact expectations, Eq. 16-17 (c = max|g|)"}[mode],
                               check=err, sync=_sync(dev), device=dev))
-        layer = _layer(1, dev, torch.float64)
-        cases.append(Case("qucnn-autograd-reference", _grad(layer, xd, gd, reference=True), items, "patches",
-                          "autograd with qucnn.fastpath disabled (gate-by-gate simulator)", check=err,
+        layer = _layer(1, dev, torch.float64, backend="reference")
+        cases.append(Case("qucnn-autograd-reference", _grad(layer, xd, gd), items, "patches",
+                          "autograd on backend='reference' (gate-by-gate simulator)", check=err,
                           sync=_sync(dev), device=dev))
     rows: list[dict] = []
     why = peers.missing("pennylane")
@@ -222,14 +219,10 @@ def w2(size: Sizes, devices: list[str]) -> tuple[list[Case], list[dict]]:
     return cases, rows
 
 
-def _grad(layer: QuConv2d, x, g, reference: bool = False):
+def _grad(layer: QuConv2d, x, g):
     def call():
         layer.zero_grad()
-        if reference:
-            with fastpath.disabled():
-                (layer(x) * g).sum().backward()
-        else:
-            (layer(x) * g).sum().backward()
+        (layer(x) * g).sum().backward()
         return layer.theta.grad
     return call
 
@@ -237,22 +230,21 @@ def _grad(layer: QuConv2d, x, g, reference: bool = False):
 def w3(size: Sizes, devices: list[str]) -> tuple[list[Case], list[dict]]:
     data = load_embedded_mnist()
     if size.w3_batch > len(data.train_labels):
-        raise ValueError(f"w3_batch must be at most {len(data.train_labels)} (the embedded training images), "
+        raise UsageError(f"w3_batch must be at most {len(data.train_labels)} (the embedded training images), "
                          f"got {size.w3_batch}")
     x, y = data.train_images[: size.w3_batch], data.train_labels[: size.w3_batch]
     cases: list[Case] = []
     for dev in devices:
         xd, yd, sync = x.to(dev), y.to(dev), _sync(dev)
-        for impl, note, make, ref in (
-            ("qucnn-exact", "QuConv2d(1, 8, 4, layers=3), exact, autograd",
-             lambda: _layer(8, dev, torch.float32), False),
-            ("torch-conv2d", "nn.Conv2d(1, 8, 4) in its place", lambda: _seeded_conv(dev), False),
-            ("qucnn-reference", "QuConv2d with qucnn.fastpath disabled", lambda: _layer(8, dev, torch.float32), True),
+        for impl, note, make in (
+            ("qucnn-exact", "QuConv2d(1, 8, 4, layers=3), exact, autograd", lambda: _layer(8, dev, torch.float32)),
+            ("torch-conv2d", "nn.Conv2d(1, 8, 4) in its place", lambda: _seeded_conv(dev)),
+            ("qucnn-reference", "QuConv2d, backend='reference'",
+             lambda: _layer(8, dev, torch.float32, backend="reference")),
             ("qucnn-entanglement", "QuConv2d, gradient='entanglement' (exact expectations)",
-             lambda: _layer(8, dev, torch.float32, gradient="entanglement"), False),
+             lambda: _layer(8, dev, torch.float32, gradient="entanglement")),
         ):
-            cases.append(Case(impl, _step(make(), xd, yd, ref), size.w3_batch, "images", note, sync=sync,
-                              device=dev))
+            cases.append(Case(impl, _step(make(), xd, yd), size.w3_batch, "images", note, sync=sync, device=dev))
     return cases, []
 
 
@@ -261,20 +253,15 @@ def _seeded_conv(device: str) -> nn.Conv2d:
     return nn.Conv2d(1, 8, 4).to(device)
 
 
-def _step(conv: nn.Module, x, y, reference: bool):
+def _step(conv: nn.Module, x, y):
     torch.manual_seed(SEED)
     model = nn.Sequential(conv, nn.Flatten(), nn.Linear(8 * 25 * 25, 10)).to(x.device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        if reference:
-            with fastpath.disabled():
-                loss = nn.functional.cross_entropy(model(x), y)
-                loss.backward()
-        else:
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
         opt.step()
         return loss.detach()
     return step

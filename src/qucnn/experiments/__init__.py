@@ -14,8 +14,8 @@ Public API:
     build_report           report.md from a metrics dict
 
 Example:
-    >>> from pathlib import Path
-    >>> metrics = reproduce(["backprop"], Config(out=Path("results"), quick=True).validated())  # doctest: +SKIP
+    from pathlib import Path
+    metrics = reproduce(["backprop"], Config(out=Path("results"), quick=True).validated())
 """
 
 from __future__ import annotations
@@ -23,30 +23,29 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
-from .common import EXPERIMENTS, Config, deterministic, load_data, load_metrics, run_meta, save_metrics, versions
+from ..utils.checks import UsageError
+from ..utils.provenance import versions
+from .backprop import run_backprop
+from .circuits import run_circuits
+from .common import EXPERIMENTS, Config, deterministic, load_data, load_metrics, run_meta, save_metrics
+from .forward import run_forward
+from .learn import run_learn
+from .report import build_report, write_report
+
+RUNNERS: dict[str, Callable[[Config], dict]] = {"forward": run_forward, "backprop": run_backprop,
+                                                "learn": run_learn, "circuits": run_circuits}
 
 
 def _runner(name: str) -> Callable[[Config], dict]:
-    # imported on demand: each module pulls in matplotlib / the simulator only when it runs
-    if name == "forward":
-        from .forward import run_forward as run
-    elif name == "backprop":
-        from .backprop import run_backprop as run
-    elif name == "learn":
-        from .learn import run_learn as run
-    elif name == "circuits":
-        from .circuits import run_circuits as run
-    else:
-        raise ValueError(f"unknown experiment {name!r}; choose from {EXPERIMENTS} or 'all'")
-    return run
+    if name not in RUNNERS:
+        raise UsageError(f"unknown experiment {name!r}; choose from {EXPERIMENTS} or 'all'")
+    return RUNNERS[name]
 
 
 def reproduce(experiments: Sequence[str], config: Config, argv: Sequence[str] | None = None) -> dict:
     """Run ``experiments`` (names from :data:`EXPERIMENTS`) with ``config`` (validated) and return the
     merged metrics. Sections of other experiments already in ``config.out/metrics.json`` are kept;
     report.md is regenerated from everything there."""
-    from .report import write_report
-
     runners = [(name, _runner(name)) for name in experiments]  # unknown names fail before any work
     metrics = load_metrics(config.out)
     data = load_data(config)
@@ -66,15 +65,5 @@ def reproduce(experiments: Sequence[str], config: Config, argv: Sequence[str] | 
     return metrics
 
 
-def __getattr__(name: str):
-    lazy = {"run_forward": "forward", "run_backprop": "backprop", "run_learn": "learn",
-            "run_circuits": "circuits", "build_report": "report", "write_report": "report"}
-    if name in lazy:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{lazy[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["Config", "EXPERIMENTS", "build_report", "reproduce", "run_backprop", "run_circuits", "run_forward",
+__all__ = ["Config", "EXPERIMENTS", "RUNNERS", "build_report", "reproduce", "run_backprop", "run_circuits", "run_forward",
            "run_learn", "write_report"]

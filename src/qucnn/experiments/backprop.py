@@ -19,9 +19,9 @@ The default data state is the uniform superposition ``H^n|0>`` (a 4x4 patch of o
 "maximally-mixed state" would give ``F = 1/d`` for every filter and a zero gradient.
 
 Example:
-    >>> metrics = run_backprop(Config(out=Path("results"), quick=True).validated())  # doctest: +SKIP
-    >>> {r["method"] for r in metrics["rows"]} >= {"entanglement", "parameter-shift"}  # doctest: +SKIP
-    True
+    metrics = run_backprop(Config(out=Path("results"), quick=True).validated())
+    {r["method"] for r in metrics["rows"]} >= {"entanglement", "parameter-shift"}
+    # -> True
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..backends import get_backend
+from ..core.ansatz import FilterAnsatz
+from ..core.geometry import ConvSpec
+from ..core.swap_test import swap_test_circuit
+from ..nn import gradients
 from .common import Config, ShotSampler, load_data, progress, pyplot, save_figure
 
 SHOT_COUNTS = (10, 100, 1_000, 10_000, 100_000)
@@ -78,10 +83,6 @@ def theoretical_std(f_plus: Tensor, f_minus: Tensor, g: float, shots: int, metho
 
 def run_backprop(config: Config) -> dict:
     """Run experiment 2 and draw Fig. 4 into ``config.out``; returns the metrics section."""
-    from ..ansatz import FilterAnsatz
-    from ..fidelity import fidelity_maps
-    from ..gradients import Geometry, shifted_thetas
-    from ..swap_test import swap_test_circuit
 
     device = config.torch_device
     gen = config.generator("backprop")
@@ -89,15 +90,16 @@ def run_backprop(config: Config) -> dict:
     x, description = data_patch(config, device)
     ansatz = FilterAnsatz(N_QUBITS, LAYERS)
     theta = (2 * math.pi * torch.rand((1,) + ansatz.param_shape, generator=gen, dtype=torch.float64)).to(device)
-    geom = Geometry((KERNEL, KERNEL), (1, 1), (0, 0))
+    spec = ConvSpec.make(KERNEL)
+    backend = get_backend("torch")
 
     # exact references: autograd of L = g F, and the shifted fidelities F+- of every parameter
     theta_req = theta.clone().requires_grad_(True)
-    fid = fidelity_maps(x, ansatz.state(theta_req), geom.kernel)[0, 0, 0, 0]
+    fid = backend.fidelity(x, theta_req, spec)[0][0, 0, 0, 0]
     (exact,) = torch.autograd.grad(g * fid, theta_req)
     exact, fid = exact.reshape(-1), fid.detach()
-    shifted = ansatz.state(shifted_thetas(theta))  # (2, P, 1, d)
-    f_shift = fidelity_maps(x, shifted.reshape(-1, 16), geom.kernel).reshape(2, -1)
+    shifted = ansatz.state(gradients.shifted_thetas(theta)[0])  # (2, P, 1, d)
+    f_shift = backend.state_maps(x, shifted.reshape(-1, 16), spec)[0].reshape(2, -1)
     data_state = x.reshape(1, -1) / x.norm()
     eq15 = swap_test_circuit(data_state, ansatz.state(theta), upstream=g / SCALE_C)
     checks = {
@@ -109,7 +111,7 @@ def run_backprop(config: Config) -> dict:
     shot_counts, repeats, n_params = _schedule(config)
     params = exact.abs().argsort(descending=True)[:n_params].sort().values if n_params else \
         torch.arange(exact.numel())
-    draws = _draw_all(config, x, shifted[:, params], f_shift[:, params], g, geom, shot_counts, repeats)
+    draws = _draw_all(config, x, theta, shifted[:, params], f_shift[:, params], g, spec, shot_counts, repeats)
     rows, summary = [], []
     for shots in shot_counts:
         for method in METHODS if config.backend == "torch" else METHODS[:2]:
@@ -145,25 +147,19 @@ def _schedule(config: Config) -> tuple[tuple[int, ...], int, int | None]:
     return AER_PLAN[(config.quick, config.noise)]
 
 
-def _draw_all(config: Config, x: Tensor, shifted: Tensor, f_shift: Tensor, g: float, geom,
+def _draw_all(config: Config, x: Tensor, theta: Tensor, shifted: Tensor, f_shift: Tensor, g: float, spec: ConvSpec,
               shot_counts: tuple[int, ...], repeats: int) -> dict:
     """Gradient estimates ``(repeats, P)`` for every (shots, method)."""
-    from ..gradients import entanglement_grad, parameter_shift_grad
-
     out: dict = {}
     upstream = torch.full((1, 1, 1, 1), g, dtype=torch.float64, device=x.device)
     if config.backend == "torch":
         gen = config.generator("backprop:shots")
-        sampler = ShotSampler(config, "backprop")
-        patch = x.reshape(1, -1)
+        backend = get_backend("torch")
         jobs = [(s, r) for s in shot_counts for r in range(repeats)]
         for shots, _ in progress(jobs, "backprop repeats"):
-            ps = parameter_shift_grad(x, shifted, upstream, geom, shots, gen).grad[0]
-            delta = g / SCALE_C
-            z = sampler(patch.expand(2 * f_shift.shape[1], -1), shifted.reshape(-1, 16),
-                        delta * f_shift.reshape(-1), shots).reshape(2, -1)
-            ent = SCALE_C / 2 * (z[0] - z[1])  # Eq. 17 with c = 1
-            cmax = entanglement_grad(x, shifted, upstream, geom, shots, gen).grad[0]
+            ps = gradients.parameter_shift(backend, x, theta, spec, upstream, shots, gen).grad[0]
+            ent = gradients.entanglement(backend, x, theta, spec, upstream, shots, gen, scale=SCALE_C).grad[0]
+            cmax = gradients.entanglement(backend, x, theta, spec, upstream, shots, gen).grad[0]
             for method, value in zip(METHODS, (ent, ps, cmax)):
                 out.setdefault((shots, method), []).append(value)
         return {k: torch.stack(v) for k, v in out.items()}

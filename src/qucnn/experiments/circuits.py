@@ -24,7 +24,10 @@ from typing import Sequence
 
 import torch
 
-from ..gates import GATES, Op
+from ..core.ansatz import FilterAnsatz
+from ..core.encoding import mottonen_ops, svd_unitary
+from ..core.gates import GATES, Op
+from ..core.swap_test import data_wires, filter_wires, swap_test_ops
 from .common import Config, load_data, progress, pyplot, save_figure
 from .forward import KERNEL, train_classical
 
@@ -148,9 +151,6 @@ def draw(ops: Sequence[Op], n_qubits: int, path: Path, title: str, wire_names: S
 
 def circuit_specs(config: Config) -> list[dict]:
     """The circuits to draw: name, figure, ops, qubit count, wire names, unitary names, measured wires."""
-    from ..ansatz import FilterAnsatz
-    from ..encoding import mottonen_ops, svd_unitary
-    from ..swap_test import data_wires, filter_wires, swap_test_ops
 
     gen = config.generator("circuits")
     theta = 2 * math.pi * torch.rand((1, LAYERS, N_QUBITS, 2), generator=gen, dtype=torch.float64)

@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import json
 import math
@@ -27,9 +26,14 @@ from typing import Any, Iterable, Iterator
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from ..devices import resolve_device
-from ..plotting import pyplot
+from ..backends import get_backend
+from ..datasets import load_dataset
+from ..utils.checks import MissingExtraError, MissingFileError, UsageError
+from ..utils.devices import resolve_device
+from ..utils.plotting import pyplot
+from ..utils.seeds import derive_seed
 
 #: Experiment names, in the order ``all`` runs them, and their section of metrics.json.
 EXPERIMENTS = ("forward", "backprop", "learn", "circuits")
@@ -72,27 +76,27 @@ class Config:
     def validated(self) -> "Config":
         """Check every field; raise ``ValueError``/``TypeError``/``FileNotFoundError`` naming the option."""
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"--seed must be a non-negative int, got {self.seed!r}")
+            raise UsageError(f"--seed must be a non-negative int, got {self.seed!r}")
         if not isinstance(self.upstream, (int, float)) or isinstance(self.upstream, bool) \
                 or not math.isfinite(self.upstream) or not -1 <= self.upstream <= 1:
-            raise ValueError(f"--upstream must be a number in [-1, 1] (it is the cosine of the ancilla angle, "
+            raise UsageError(f"--upstream must be a number in [-1, 1] (it is the cosine of the ancilla angle, "
                              f"Eq. 17), got {self.upstream!r}")
         if self.upstream == 0:
-            raise ValueError("--upstream 0 makes every gradient exactly 0 (nothing to validate); use a value "
+            raise UsageError("--upstream 0 makes every gradient exactly 0 (nothing to validate); use a value "
                              "in [-1, 0) or (0, 1]")
         if self.data_state not in DATA_STATES:
-            raise ValueError(f"--data-state must be one of {DATA_STATES}, got {self.data_state!r}")
+            raise UsageError(f"--data-state must be one of {DATA_STATES}, got {self.data_state!r}")
         if self.backend not in BACKENDS:
-            raise ValueError(f"--backend must be one of {BACKENDS}, got {self.backend!r}")
+            raise UsageError(f"--backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.noise and self.backend != "aer":
-            raise ValueError("--noise needs --backend aer (the torch backend has only shot noise)")
+            raise UsageError("--noise needs --backend aer (the torch backend has only shot noise)")
         if self.learn_shots is not None and (isinstance(self.learn_shots, bool)
                                              or not isinstance(self.learn_shots, int) or self.learn_shots < 1):
-            raise ValueError(f"--learn-shots must be a positive int, got {self.learn_shots!r}")
+            raise UsageError(f"--learn-shots must be a positive int, got {self.learn_shots!r}")
         if Path(self.out).exists() and not Path(self.out).is_dir():
-            raise ValueError(f"--out must be a folder, got the file {self.out}")
+            raise UsageError(f"--out must be a folder, got the file {self.out}")
         if self.data is not None and not Path(self.data).is_dir():
-            raise FileNotFoundError(f"--data: directory not found: {self.data}")
+            raise MissingFileError(f"--data: directory not found: {self.data}")
         resolve_device(self.device)
         return replace(self, out=Path(self.out))
 
@@ -102,7 +106,7 @@ class Config:
 
     def generator(self, name: str) -> torch.Generator:
         """A CPU generator seeded from ``(seed, name)``: independent streams per experiment."""
-        return torch.Generator().manual_seed(derived_seed(self.seed, name))
+        return torch.Generator().manual_seed(derive_seed(self.seed, name))
 
     def metric_key(self, experiment: str) -> str:
         """Section of metrics.json: ``forward``, or ``forward_aer`` / ``forward_aer_noise`` for Aer runs
@@ -122,12 +126,6 @@ class Config:
         d = asdict(self)
         d["out"] = str(self.out)
         return d
-
-
-def derived_seed(seed: int, name: str) -> int:
-    """A 63-bit seed from a base seed and a name (stable across runs and platforms)."""
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 @contextlib.contextmanager
@@ -152,7 +150,6 @@ def deterministic(seed: int, device: torch.device) -> Iterator[None]:
 
 def progress(iterable: Iterable, desc: str, total: int | None = None, **kw: Any):
     """A tqdm bar on stderr (hidden when stderr is not a terminal, e.g. in CI logs)."""
-    from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=None, dynamic_ncols=True, **kw)
 
@@ -189,15 +186,15 @@ def mosaic(maps: Tensor, cols: int = 4, gap: int = 2, normalise: bool = True) ->
 class ShotSampler:
     """Shot estimates of ``<Z_a>`` of SWAP tests (or entanglement circuits, with ``upstream``).
 
-    ``backend="torch"``: :func:`qucnn.swap_test.estimate_z` on the exact expectation (the estimator
-    ``QuConv2d`` uses). ``backend="aer"``: ``qucnn.qiskit.sample_swap_tests`` runs the circuits in
+    ``backend="torch"``: the torch backend's binomial draws from the exact expectation (what ``QuConv2d``
+    uses). ``backend="aer"``: ``qucnn.qiskit.sample_swap_tests`` runs the circuits in
     Qiskit Aer (optionally with ``default_noise_model()``); each call gets its own derived seed.
     """
 
     def __init__(self, config: Config, name: str) -> None:
         self.backend = config.backend
         self.generator = config.generator(name + ":shots")
-        self.seed = derived_seed(config.seed, name + ":aer") % (2**31)
+        self.seed = derive_seed(config.seed, name + ":aer") % (2**31)
         self.calls = 0
         self.noise_model = None
         self.hook = None
@@ -219,12 +216,10 @@ class ShotSampler:
             shots: shots per circuit.
             upstream: deltas ``(N,)`` in ``[-1, 1]`` for the entanglement circuit, or None.
         """
-        from ..swap_test import estimate_z
 
         valid = patches.abs().sum(-1) > 0
         if self.backend == "torch":
-            z = estimate_z(expectation, shots, self.generator)
-            return torch.where(valid.to(z.device), z, torch.zeros_like(z))
+            return get_backend("torch").sample(expectation, valid.to(expectation.device), shots, self.generator)
         kwargs: dict[str, Any] = {"upstream": None if upstream is None else upstream.detach().cpu(),
                                   "noise_model": self.noise_model, "seed": self.seed + self.calls}
         if "method" in inspect.signature(self.hook).parameters:
@@ -241,7 +236,7 @@ def aer_hook():
     try:
         from ..qiskit import sample_swap_tests
     except (ImportError, AttributeError) as err:
-        raise ImportError(f"--backend aer needs qucnn.qiskit.sample_swap_tests with qiskit and qiskit-aer "
+        raise MissingExtraError(f"--backend aer needs qucnn.qiskit.sample_swap_tests with qiskit and qiskit-aer "
                           f"installed: pip install qucnn[qiskit] ({err})") from err
     return sample_swap_tests
 
@@ -272,9 +267,9 @@ def load_metrics(out: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); move it away or choose another --out") from err
+        raise UsageError(f"{path} is not valid JSON ({err}); move it away or choose another --out") from err
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+        raise UsageError(f"{path} must hold a JSON object, got {type(data).__name__}")
     return data
 
 
@@ -290,25 +285,11 @@ _DATA_CACHE: dict[str | None, Any] = {}
 
 def load_data(config: Config):
     """The data set of ``config.data`` (:func:`qucnn.datasets.load_dataset`), loaded once per process."""
-    from ..datasets import load_dataset
 
     key = None if config.data is None else str(Path(config.data).resolve())
     if key not in _DATA_CACHE:
         _DATA_CACHE[key] = load_dataset(config.data)
     return _DATA_CACHE[key]
-
-
-def versions() -> dict:
-    """Versions of Python and of the packages that produced the numbers."""
-    from .. import __version__
-
-    found = {"qucnn": __version__, "python": platform.python_version(), "torch": torch.__version__}
-    for module in ("numpy", "matplotlib", "qiskit", "qiskit_aer", "tqdm"):
-        try:
-            found[module] = __import__(module).__version__
-        except ImportError:
-            found[module] = None
-    return found
 
 
 def run_meta(config: Config, experiment: str, dataset_name: str | None, wall_s: float) -> dict:
@@ -320,5 +301,5 @@ def run_meta(config: Config, experiment: str, dataset_name: str | None, wall_s: 
 
 
 __all__ = ["BACKENDS", "Config", "DATA_STATES", "EXPERIMENTS", "METRICS_FILE", "REPORT_FILE", "SECTIONS",
-           "ShotSampler", "aer_hook", "derived_seed", "deterministic", "jsonable", "load_data", "load_metrics", "mosaic",
-           "progress", "pyplot", "resolve_device", "run_meta", "save_figure", "save_metrics", "versions"]
+           "ShotSampler", "aer_hook", "deterministic", "jsonable", "load_data", "load_metrics", "mosaic",
+           "progress", "pyplot", "resolve_device", "run_meta", "save_figure", "save_metrics"]

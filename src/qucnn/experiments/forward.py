@@ -12,9 +12,9 @@
    unitaries) to check the closed form the estimates are drawn from.
 
 Example:
-    >>> metrics = run_forward(Config(out=Path("results"), quick=True).validated())  # doctest: +SKIP
-    >>> metrics["within_3_sigma_fraction"] > 0.99                                   # doctest: +SKIP
-    True
+    metrics = run_forward(Config(out=Path("results"), quick=True).validated())
+    metrics["within_3_sigma_fraction"] > 0.99
+    # -> True
 """
 
 from __future__ import annotations
@@ -27,6 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..backends import get_backend
+from ..backends.windows import squared_norms
+from ..core.encoding import svd_unitary
+from ..core.gates import Op
+from ..core.geometry import ConvSpec
+from ..core.simulator import expval_z, simulate
+from ..core.swap_test import SWAP_ANCILLA, data_wires, filter_wires, swap_test_ops
+from ..utils.checks import UsageError
 from .common import Config, ShotSampler, load_data, mosaic, progress, pyplot, save_figure
 
 KERNEL = 4
@@ -81,7 +89,7 @@ def train_classical(config: Config) -> ClassicalFilter:
     if key in _FILTERS:
         return _FILTERS[key]
     if data.train_images.shape[1] != 1 or data.train_images.shape[-1] < KERNEL:
-        raise ValueError(f"experiment 1 needs one-channel images of at least {KERNEL}x{KERNEL}, got "
+        raise UsageError(f"experiment 1 needs one-channel images of at least {KERNEL}x{KERNEL}, got "
                          f"{tuple(data.train_images.shape[1:])}")
     device = config.torch_device
     gen = config.generator("forward:train")
@@ -132,10 +140,6 @@ def pearson(a: Tensor, b: Tensor) -> float:
 def circuit_check(images: Tensor, state: Tensor, exact: Tensor, gen: torch.Generator) -> dict:
     """Run sampled patches through the full 9-qubit circuit: ``W_x`` on the data register, ``W_f`` on
     the filter register (both SVD unitaries), H, CSWAPs, H; compare ``<Z_a>`` with the closed form."""
-    from ..encoding import svd_unitary
-    from ..gates import Op
-    from ..simulator import expval_z, simulate
-    from ..swap_test import SWAP_ANCILLA, data_wires, filter_wires, swap_test_ops
 
     patches = F.unfold(images, KERNEL).transpose(1, 2).reshape(-1, KERNEL * KERNEL)  # (B*625, 16)
     nonzero = (patches.abs().sum(-1) > 0).nonzero()[:, 0]
@@ -150,10 +154,6 @@ def circuit_check(images: Tensor, state: Tensor, exact: Tensor, gen: torch.Gener
 
 def run_forward(config: Config) -> dict:
     """Run experiment 1 and draw its figures into ``config.out``; returns the metrics section."""
-    from ..encoding import svd_unitary
-    from ..fidelity import fidelity_maps, patch_norms
-    from ..gates import Op
-    from ..simulator import simulate
 
     data = load_data(config)
     device = config.torch_device
@@ -166,10 +166,11 @@ def run_forward(config: Config) -> dict:
     eye = torch.eye(16, dtype=w.dtype, device=device)
 
     images = data.test_images[:IMAGES].to(device, torch.float64)
-    exact = fidelity_maps(images, state[None], (KERNEL, KERNEL))[:, 0]  # (B, 25, 25)
-    valid = patch_norms(images, (KERNEL, KERNEL), (1, 1), (0, 0))[:, 0] > 0
+    spec = ConvSpec.make(KERNEL)
+    exact = get_backend("torch").state_maps(images, state[None], spec)[0][:, 0]  # (B, 25, 25)
+    norms = squared_norms(images, spec)[:, 0]
+    valid = norms > 0
     conv = F.conv2d(images, classical.weight.to(device)[None, None])[:, 0]  # Eq. 1, no bias
-    norms = patch_norms(images, (KERNEL, KERNEL), (1, 1), (0, 0))[:, 0]
     squared = torch.where(valid, conv**2 / (classical.weight.norm() ** 2 * norms.clamp(min=1e-300)), 0)
 
     n_img, run_mask = _plan(config, valid, gen)

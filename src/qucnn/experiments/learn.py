@@ -10,9 +10,9 @@ The logged fidelity is always the exact one. ``final_fidelity`` reports the **be
 question is whether the state is expressible); the median is reported beside it.
 
 Example:
-    >>> metrics = run_learn(Config(out=Path("results"), quick=True).validated())  # doctest: +SKIP
-    >>> sorted(metrics["final_fidelity"])                                        # doctest: +SKIP
-    ['1', '2', '3']
+    metrics = run_learn(Config(out=Path("results"), quick=True).validated())
+    sorted(metrics["final_fidelity"])
+    # -> ['1', '2', '3']
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..backends import get_backend
+from ..core.ansatz import FilterAnsatz
+from ..core.geometry import ConvSpec
+from ..nn import gradients
 from .common import Config, progress, pyplot, save_figure
 from .forward import train_classical
 
@@ -37,8 +41,6 @@ def learn_state(target: Tensor, layers: int, iterations: int, restarts: int, gen
                 shots: int | None = None, desc: str = "learn") -> Tensor:
     """Fit ``restarts`` ansatz copies with ``layers`` layers to ``target`` ``(d,)``; returns the exact
     fidelity history ``(iterations + 1, restarts)`` (row 0: the random start)."""
-    from ..ansatz import FilterAnsatz
-    from ..gradients import Geometry, parameter_shift_grad, shifted_thetas
 
     n = int(target.shape[-1]).bit_length() - 1
     ansatz = FilterAnsatz(n, layers)
@@ -47,7 +49,7 @@ def learn_state(target: Tensor, layers: int, iterations: int, restarts: int, gen
     opt = torch.optim.Adam([theta], lr=LR)
     side = int(round(math.sqrt(target.shape[-1])))
     image = target.reshape(1, 1, side, side)  # the target as a one-patch "image": its encoding is itself
-    geom = Geometry((side, side), (1, 1), (0, 0))
+    spec = ConvSpec.make(side)
     minus_one = torch.full((1, restarts, 1, 1), -1.0, dtype=torch.float64, device=target.device)
     history = []
     for _ in progress(range(iterations + 1), desc):
@@ -61,8 +63,7 @@ def learn_state(target: Tensor, layers: int, iterations: int, restarts: int, gen
         if shots is None:
             (1 - fidelity).sum().backward()
         else:  # d(1 - F)/dtheta from shot-based parameter shift, the layer's estimator
-            shifted = ansatz.state(shifted_thetas(theta.detach()))
-            est = parameter_shift_grad(image, shifted, minus_one, geom, shots, gen)
+            est = gradients.parameter_shift(get_backend("torch"), image, theta.detach(), spec, minus_one, shots, gen)
             theta.grad = est.grad.reshape(theta.shape)
         opt.step()
     return torch.stack(history)

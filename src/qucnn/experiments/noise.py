@@ -13,7 +13,7 @@ Noise shrinks estimates towards 0 (depolarized ancillas read ``+1`` and ``-1`` e
 line ``estimate = slope * exact + intercept`` per configuration summarises the bias.
 
 Example:
-    >>> summary = run_noise(Path("results/noise"), quick=True)  # doctest: +SKIP
+    summary = run_noise(Path("results/noise"), quick=True)
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..core.encoding import amplitude_encode
+from ..core.swap_test import swap_test
+from ..datasets import load_embedded_mnist
+from ..nn.layer import QuConv2d
+from ..utils.checks import UsageError
 from .common import jsonable, progress, pyplot, save_figure
 
 QUBITS, LAYERS, UPSTREAM = 4, 3, 0.5
@@ -63,8 +68,6 @@ def _fit(exact: Tensor, estimate: Tensor) -> dict:
 
 def _forward_states(gen: torch.Generator, cfg: NoiseConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Filter ``f`` (d,), sweep data (K, d), MNIST patches (M, d); the sweep's exact fidelities (K,)."""
-    from ..datasets import load_embedded_mnist
-    from ..encoding import amplitude_encode
 
     data = load_embedded_mnist()
     k = int(math.isqrt(2**QUBITS))
@@ -82,9 +85,7 @@ def _forward_states(gen: torch.Generator, cfg: NoiseConfig) -> tuple[Tensor, Ten
 
 
 def _forward(cfg: NoiseConfig, seed: int, noise_model, gen: torch.Generator) -> dict:
-    from ..encoding import amplitude_encode
     from ..qiskit import sample_swap_tests
-    from ..swap_test import swap_test
 
     f, sweep, patches, _ = _forward_states(gen, cfg)
     rows = torch.cat([sweep, patches])
@@ -101,7 +102,6 @@ def _forward(cfg: NoiseConfig, seed: int, noise_model, gen: torch.Generator) -> 
 
 
 def _gradients(cfg: NoiseConfig, seed: int, noise_model, gen: torch.Generator) -> dict:
-    from ..layer import QuConv2d
     from ..qiskit import QiskitExecutor
 
     k = int(math.isqrt(2**QUBITS))
@@ -190,10 +190,10 @@ def run_noise(out: Path, quick: bool = False, seed: int = 0, p1: float = 1e-3, p
     cfg = QUICK if quick else FULL
     if shots is not None:
         if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
-            raise ValueError(f"--shots must be a positive int, got {shots!r}")
+            raise UsageError(f"--shots must be a positive int, got {shots!r}")
         cfg = NoiseConfig(cfg.sweep, cfg.patches, cfg.params, shots, shots)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"--seed must be a non-negative int, got {seed!r}")
+        raise UsageError(f"--seed must be a non-negative int, got {seed!r}")
     model = default_noise_model(p1=p1, p2=p2, readout=readout)
     t0 = time.perf_counter()
     result = {"config": asdict(cfg), "quick": quick, "seed": seed, "shots": cfg.shots,

@@ -254,7 +254,7 @@ def _summary(metrics: dict) -> list[str]:
     sl = metrics.get("state_learning")
     if sl:
         fid = sl["final_fidelity"]
-        rows.append(f"| V-C, Fig. 6 | the ideal state is learnable by L = 1..3 layers | best final fidelity "
+        rows.append("| V-C, Fig. 6 | the ideal state is learnable by L = 1..3 layers | best final fidelity "
                     + ", ".join(f"L={k}: {_f(fid[k], 4)}" for k in sorted(fid)) + " |")
     if not rows:
         return []

@@ -14,6 +14,7 @@ Qubit layout (our qubit ``q`` is Qiskit qubit ``q``; only amplitude order differ
 Public API:
     to_little_endian, from_little_endian   amplitude order: ours (qubit 0 = MSB) <-> Qiskit's
     ops_to_circuit, ops_to_template        registry ops -> QuantumCircuit (numbers or Parameters)
+    to_qasm3                               a circuit as OpenQASM 3 text
     filter_circuit                         the Fig. 1 ansatz
     state_preparation_circuit              amplitude-encoded patch (Mottonen gates or SVD unitary)
     swap_test_circuit                      SWAP test / entanglement circuit (cswap or Bell overlap)
@@ -25,7 +26,7 @@ Public API:
 Example:
     >>> import torch
     >>> from qucnn.qiskit import filter_circuit
-    >>> filter_circuit(torch.zeros(3, 4, 2)).num_qubits  # doctest: +SKIP
+    >>> filter_circuit(torch.zeros(3, 4, 2)).num_qubits
     4
 """
 
@@ -38,6 +39,7 @@ MISSING = "the Qiskit integration of qucnn needs qiskit and qiskit-aer: pip inst
 
 _WHERE = {
     "to_little_endian": "circuits",
+    "to_qasm3": "circuits",
     "from_little_endian": "circuits",
     "ops_to_circuit": "circuits",
     "ops_to_template": "circuits",

@@ -22,18 +22,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..ansatz import FilterAnsatz
-from ..encoding import amplitude_encode, check_finite, state_preparation_ops
-from ..gates import GATES, Op
-from ..swap_test import SWAP_ANCILLA, backprop_ancilla, data_wires, filter_wires, swap_test_ops
+from ..core.ansatz import FilterAnsatz
+from ..core.encoding import amplitude_encode, state_preparation_ops
+from ..core.gates import GATES, Op
+from ..core.swap_test import SWAP_ANCILLA, backprop_ancilla, data_wires, filter_wires, swap_test_ops
+from ..utils.checks import MissingExtraError, UsageError, check_finite
 from . import MISSING
 
 try:
-    from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
+    from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister, qasm3
     from qiskit.circuit import ParameterVector
     from qiskit.circuit.library import StatePreparation
 except ImportError as err:  # exercised by tests/test_qiskit_missing.py
-    raise ImportError(MISSING) from err
+    raise MissingExtraError(MISSING) from err
 
 #: Ways to measure the overlap |<f|x>|^2: the SWAP test of Fig. 2, or the ancilla-free Bell-basis test.
 OVERLAPS = ("cswap", "bell")
@@ -55,7 +56,7 @@ def to_little_endian(state):
     d = arr.shape[-1] if arr.ndim else 0
     n = d.bit_length() - 1
     if arr.ndim == 0 or d != 2**n or n < 1:
-        raise ValueError(f"expected amplitudes of shape (..., 2**n) with n >= 1, got {tuple(arr.shape)}")
+        raise UsageError(f"expected amplitudes of shape (..., 2**n) with n >= 1, got {tuple(arr.shape)}")
     lead = tuple(arr.shape[:-1])
     axes = tuple(range(len(lead))) + tuple(range(len(lead) + n - 1, len(lead) - 1, -1))
     split = arr.reshape(lead + (2,) * n)
@@ -115,10 +116,10 @@ def ops_to_template(ops: Sequence[Op], num_qubits: int) -> tuple[QuantumCircuit,
     columns: list[Tensor] = []
     for op in ops:
         if GATES[op.gate].num_wires is None:
-            raise ValueError(f"a {op.gate} op has no angles to parametrise; use ops_to_circuit per row")
+            raise UsageError(f"a {op.gate} op has no angles to parametrise; use ops_to_circuit per row")
         if op.params is not None:
             if op.params.shape[0] not in (1, batch):
-                raise ValueError(f"op {op.gate} has batch {op.params.shape[0]}, expected 1 or {batch}")
+                raise UsageError(f"op {op.gate} has batch {op.params.shape[0]}, expected 1 or {batch}")
             columns.append(op.params.detach().to(torch.float64).cpu().expand(batch, -1))
     values = torch.cat(columns, 1).numpy() if columns else np.zeros((batch, 0))
     theta = ParameterVector("t", values.shape[1])
@@ -150,10 +151,10 @@ def _encode(x, name: str = "x") -> Tensor:
     """``(m,)`` values -> unit vector ``(2**n,)`` with ``n >= 1`` (ValueError for all-zero input)."""
     t = _as_tensor(x, name)
     if t.dim() != 1 or t.shape[0] < 2:
-        raise ValueError(f"{name} must be a vector of at least 2 values, shape (m,), got {tuple(t.shape)}")
+        raise UsageError(f"{name} must be a vector of at least 2 values, shape (m,), got {tuple(t.shape)}")
     encoded = amplitude_encode(t)
     if not bool(encoded.abs().sum() > 0):
-        raise ValueError(f"{name} is all zero: an all-zero patch has no quantum state")
+        raise UsageError(f"{name} is all zero: an all-zero patch has no quantum state")
     return encoded
 
 
@@ -162,7 +163,7 @@ def _check_theta(theta) -> Tensor:
     if t.dim() == 4 and t.shape[0] == 1:
         t = t[0]
     if t.dim() != 3 or t.shape[-1] != 2:
-        raise ValueError(f"theta must have shape (L, n, 2) (layers, qubits, RX/RZ), got {tuple(t.shape)}")
+        raise UsageError(f"theta must have shape (L, n, 2) (layers, qubits, RX/RZ), got {tuple(t.shape)}")
     return t
 
 
@@ -194,7 +195,7 @@ def state_preparation_circuit(x, method: str = "gates") -> QuantumCircuit:
         1
     """
     if method not in ("gates", "unitary"):
-        raise ValueError(f"method must be 'gates' or 'unitary', got {method!r}")
+        raise UsageError(f"method must be 'gates' or 'unitary', got {method!r}")
     state = _encode(x)
     n = state.shape[0].bit_length() - 1
     if method == "gates" and state.is_complex():
@@ -211,7 +212,7 @@ def overlap_ops(n: int, upstream=None, overlap: str = "cswap") -> list[Op]:
     ``b``, whose measured bit joins the parity (the CNOT(b -> a) of the cswap version, done classically).
     """
     if overlap not in OVERLAPS:
-        raise ValueError(f"overlap must be one of {OVERLAPS}, got {overlap!r}")
+        raise UsageError(f"overlap must be one of {OVERLAPS}, got {overlap!r}")
     if overlap == "cswap":
         return swap_test_ops(n, upstream)
     ops: list[Op] = []
@@ -269,16 +270,16 @@ def swap_test_circuit(x, theta=None, upstream: float | None = None, method: str 
             raise TypeError(f"upstream must be one float in [-1, 1] (or None), got {upstream!r}")
         upstream = float(upstream)
     if (theta is None) == (filter_state is None):
-        raise ValueError("give exactly one of theta (the ansatz angles) and filter_state (a state vector)")
+        raise UsageError("give exactly one of theta (the ansatz angles) and filter_state (a state vector)")
     if theta is not None:
         t = _check_theta(theta)
         if t.shape[1] != n:
-            raise ValueError(f"theta is for {t.shape[1]} qubits but the patch needs {n} (theta {tuple(t.shape)})")
+            raise UsageError(f"theta is for {t.shape[1]} qubits but the patch needs {n} (theta {tuple(t.shape)})")
         filt = filter_circuit(t)
     else:
         f = _as_tensor(filter_state, "filter_state")
         if f.shape != data.shape:
-            raise ValueError(f"filter_state must have shape ({data.shape[0]},) to match the patch, "
+            raise UsageError(f"filter_state must have shape ({data.shape[0]},) to match the patch, "
                              f"got {tuple(f.shape)}")
         filt = state_preparation_circuit(f, method)
     num_qubits = 2 * n + 1 + (upstream is not None)
@@ -291,6 +292,16 @@ def swap_test_circuit(x, theta=None, upstream: float | None = None, method: str 
     return circuit
 
 
-__all__ = ["to_little_endian", "from_little_endian", "ops_to_circuit", "ops_to_template", "overlap_ops",
+def to_qasm3(circuit: QuantumCircuit) -> str:
+    """``circuit`` as OpenQASM 3 text (Qiskit's exporter).
+
+    Example:
+        >>> to_qasm3(filter_circuit(torch.zeros(1, 2, 2))).startswith("OPENQASM 3")
+        True
+    """
+    return qasm3.dumps(circuit)
+
+
+__all__ = ["to_qasm3", "to_little_endian", "from_little_endian", "ops_to_circuit", "ops_to_template", "overlap_ops",
            "add_measurements", "filter_circuit", "state_preparation_circuit", "swap_test_circuit",
            "OVERLAPS"]

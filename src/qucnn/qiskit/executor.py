@@ -23,12 +23,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..ansatz import FilterAnsatz
-from ..encoding import amplitude_encode, check_finite, state_preparation_ops
-from ..fidelity import unfold_encoded
-from ..gates import GATES, Op
-from ..gradients import shifted_thetas
-from ..swap_test import check_shots, data_wires, filter_wires
+from ..core.ansatz import FilterAnsatz
+from ..core.encoding import amplitude_encode, state_preparation_ops
+from ..core.gates import GATES
+from ..core.geometry import unfold_encoded
+from ..core.swap_test import data_wires, filter_wires
+from ..nn.gradients import shifted_thetas
+from ..nn.layer import QuConv2d
+from ..utils.checks import MissingExtraError, UsageError, check_finite, check_shots
 from . import MISSING
 from .circuits import OVERLAPS, add_measurements, ops_to_circuit, ops_to_template, overlap_ops
 
@@ -38,7 +40,7 @@ try:
     from qiskit_aer import AerSimulator
     from qiskit_aer.primitives import SamplerV2 as AerSampler
 except ImportError as err:  # exercised by tests/test_qiskit_missing.py
-    raise ImportError(MISSING) from err
+    raise MissingExtraError(MISSING) from err
 
 #: Most shots one ``run`` call may return (Aer's SamplerV2 holds each shot as a string: ~60 bytes).
 MAX_SHOTS_PER_RUN = 1 << 22
@@ -53,7 +55,7 @@ class _Runner:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}")
         if sampler is not None and noise_model is not None:
-            raise ValueError("noise_model configures the default Aer sampler; with your own sampler, "
+            raise UsageError("noise_model configures the default Aer sampler; with your own sampler, "
                              "give it the noise model (e.g. SamplerV2(options={'backend_options': "
                              "{'noise_model': model}}))")
         self.sampler, self.noise_model, self.seed, self.pass_manager = sampler, noise_model, seed, pass_manager
@@ -119,9 +121,9 @@ def _counter(overlap: str, with_upstream: bool):
 
 def _check_overlap_method(method: str, overlap: str) -> None:
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise UsageError(f"method must be one of {METHODS}, got {method!r}")
     if overlap not in OVERLAPS:
-        raise ValueError(f"overlap must be one of {OVERLAPS}, got {overlap!r}")
+        raise UsageError(f"overlap must be one of {OVERLAPS}, got {overlap!r}")
 
 
 def _estimate(runner: _Runner, data: Tensor, shots: int, *, theta: Tensor | None = None,
@@ -165,7 +167,7 @@ def _estimate(runner: _Runner, data: Tensor, shots: int, *, theta: Tensor | None
 def _as_batch(value, name: str, complex_ok: bool) -> Tensor:
     t = value.detach() if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
     if t.dim() != 2:
-        raise ValueError(f"{name} must have shape (B, d), got {tuple(t.shape)}")
+        raise UsageError(f"{name} must have shape (B, d), got {tuple(t.shape)}")
     if t.is_complex() and not complex_ok:
         raise TypeError(f"{name} must be real (amplitude-encoded data), got {t.dtype}")
     if t.dtype == torch.bool:
@@ -181,7 +183,7 @@ def _param_indices(params, total: int) -> Tensor:
     idx = torch.as_tensor(params).reshape(-1)
     if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool or idx.numel() == 0 \
             or bool(((idx < 0) | (idx >= total)).any()):
-        raise ValueError(f"params must be a non-empty list of ints in [0, {total}), got {params!r}")
+        raise UsageError(f"params must be a non-empty list of ints in [0, {total}), got {params!r}")
     return idx.long()
 
 
@@ -216,17 +218,17 @@ def sample_swap_tests(data, filters, shots: int, upstream=None, noise_model=None
     """
     check_shots(shots)
     if shots is None:
-        raise ValueError("shots must be a positive int (a sampler has no exact mode), got None")
+        raise UsageError("shots must be a positive int (a sampler has no exact mode), got None")
     _check_overlap_method(method, overlap)
     x = _as_batch(data, "data", complex_ok=False)
     encoded = amplitude_encode(x)
     f = _as_batch(filters, "filters", complex_ok=True)
     if f.shape[1] != encoded.shape[1] or f.shape[0] not in (1, x.shape[0]):
-        raise ValueError(f"filters must have shape ({x.shape[0]} or 1, {encoded.shape[1]}) to match data "
+        raise UsageError(f"filters must have shape ({x.shape[0]} or 1, {encoded.shape[1]}) to match data "
                          f"{tuple(x.shape)} (encoded length {encoded.shape[1]}), got {tuple(f.shape)}")
     norms = torch.linalg.vector_norm(f, dim=1, keepdim=True)
     if bool((norms == 0).any()):
-        raise ValueError("a filter row is all zero: it has no quantum state")
+        raise UsageError("a filter row is all zero: it has no quantum state")
     f = f / norms
     valid = encoded.abs().sum(1) > 0
     delta = None
@@ -235,7 +237,7 @@ def sample_swap_tests(data, filters, shots: int, upstream=None, noise_model=None
         if delta.shape[0] == 1:
             delta = delta.expand(x.shape[0])
         if delta.shape[0] != x.shape[0] or bool(((delta < -1) | (delta > 1)).any()):
-            raise ValueError(f"upstream must have shape ({x.shape[0]},) with values in [-1, 1], got "
+            raise UsageError(f"upstream must have shape ({x.shape[0]},) with values in [-1, 1], got "
                              f"shape {tuple(delta.shape)}, range [{float(delta.min())}, {float(delta.max())}]")
         delta = delta[valid]
     rows = valid.nonzero()[:, 0]
@@ -274,7 +276,7 @@ class QiskitExecutor:
                  method: str = "gates", overlap: str = "cswap", pass_manager=None) -> None:
         check_shots(shots)
         if shots is None:
-            raise ValueError("shots must be a positive int, got None")
+            raise UsageError("shots must be a positive int, got None")
         _check_overlap_method(method, overlap)
         _Runner(sampler, noise_model, seed, pass_manager)  # validates the combination now
         self.sampler, self.noise_model, self.pass_manager = sampler, noise_model, pass_manager
@@ -294,18 +296,16 @@ class QiskitExecutor:
 
     @staticmethod
     def _patches(layer, x: Tensor) -> tuple[Tensor, Tensor, tuple[int, int, int, int]]:
-        from ..layer import QuConv2d
-
         if not isinstance(layer, QuConv2d):
             raise TypeError(f"layer must be a qucnn.QuConv2d, got {type(layer).__name__}")
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != layer.in_channels:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must be a tensor of shape (B, {layer.in_channels}, H, W), got {got}")
+            raise UsageError(f"x must be a tensor of shape (B, {layer.in_channels}, H, W), got {got}")
         if not x.is_floating_point():
             raise TypeError(f"x must be a real floating tensor, got {x.dtype}")
         check_finite(x, "x")
         d = 2**layer.n_qubits
-        patches = unfold_encoded(x.detach().double(), layer.kernel_size, layer.stride, layer.padding, d)
+        patches = unfold_encoded(x.detach().double(), layer._spec, d)
         h_out, w_out = layer.output_shape(x.shape[-2], x.shape[-1])
         flat = patches.reshape(-1, d)
         return flat, flat.abs().sum(1) > 0, (x.shape[0], h_out, w_out, layer.out_channels)
@@ -336,11 +336,11 @@ class QiskitExecutor:
         estimated (the others stay 0, like frozen parameters, and cost no circuits).
         """
         if method not in GRADIENT_METHODS:
-            raise ValueError(f"method must be one of {GRADIENT_METHODS}, got {method!r}")
+            raise UsageError(f"method must be one of {GRADIENT_METHODS}, got {method!r}")
         flat, valid, (b, h, w, o) = self._patches(layer, x)
         if not isinstance(upstream_grad, Tensor) or tuple(upstream_grad.shape) != (b, o, h, w):
             got = tuple(upstream_grad.shape) if isinstance(upstream_grad, Tensor) else type(upstream_grad).__name__
-            raise ValueError(f"upstream_grad must have shape {(b, o, h, w)}, got {got}")
+            raise UsageError(f"upstream_grad must have shape {(b, o, h, w)}, got {got}")
         g = upstream_grad.detach().double().permute(0, 2, 3, 1).reshape(-1, o)  # (patches, O)
         check_finite(g, "upstream_grad")
         theta = layer.theta.detach().double()
@@ -348,12 +348,12 @@ class QiskitExecutor:
         selected = _param_indices(params, theta[0].numel())
         c = float(g.abs().max()) if scale is None else float(scale)
         if scale is not None and (not math.isfinite(c) or c < float(g.abs().max()) or c <= 0):
-            raise ValueError(f"scale must be >= max |upstream_grad| = {float(g.abs().max())}, got {scale}")
+            raise UsageError(f"scale must be >= max |upstream_grad| = {float(g.abs().max())}, got {scale}")
         pairs = (valid[:, None] & (g != 0)).nonzero()  # (K, 2): patch j, filter o
         if len(pairs) == 0 or c == 0:
             self.last_run = {"circuits": 0, "shots": 0, "jobs": 0}
             return grad.reshape(theta.shape).to(layer.theta.dtype)
-        shifted = shifted_thetas(theta)[:, selected]  # (2, P, O, L, n, 2)
+        shifted = shifted_thetas(theta)[0][:, selected]  # (2, P, O, L, n, 2)
         p, k = shifted.shape[1], len(pairs)
         data = flat[pairs[:, 0]].repeat(2 * p, 1)  # rows ordered (sign, param, pair)
         thetas = shifted[:, :, pairs[:, 1]].reshape((-1,) + theta.shape[1:])

@@ -16,12 +16,13 @@ Example:
 
 from __future__ import annotations
 
+from ..utils.checks import MissingExtraError, UsageError
 from . import MISSING
 
 try:
     from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
 except ImportError as err:  # exercised by tests/test_qiskit_missing.py
-    raise ImportError(MISSING) from err
+    raise MissingExtraError(MISSING) from err
 
 #: The gates noisy circuits are unrolled to (IBM-style; CSWAP becomes CNOTs and 1-qubit gates).
 NOISE_BASIS = ["rz", "sx", "x", "cx"]
@@ -31,7 +32,7 @@ def _probability(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__} {value!r}")
     if not 0 <= value <= 1:
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        raise UsageError(f"{name} must lie in [0, 1], got {value}")
     return float(value)
 
 

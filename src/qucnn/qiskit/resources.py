@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..ansatz import FilterAnsatz
+from ..core.ansatz import FilterAnsatz
+from ..utils.checks import MissingExtraError, UsageError
 from . import MISSING
 from .circuits import filter_circuit, state_preparation_circuit, swap_test_circuit
 
@@ -23,7 +24,7 @@ try:
     from qiskit.converters import circuit_to_dag, dag_to_circuit
     from qiskit.transpiler import CouplingMap
 except ImportError as err:  # exercised by tests/test_qiskit_missing.py
-    raise ImportError(MISSING) from err
+    raise MissingExtraError(MISSING) from err
 
 #: The basis the resource counts are given in.
 RESOURCE_BASIS = ["rz", "sx", "x", "cx"]
@@ -70,7 +71,7 @@ def example_circuits(patch: Tensor, theta: Tensor, upstream: float = 0.5) -> dic
     """
     t = torch.as_tensor(theta, dtype=torch.float64)
     if t.dim() != 3 or t.shape[-1] != 2:
-        raise ValueError(f"theta must have shape (L, n, 2), got {tuple(t.shape)}")
+        raise UsageError(f"theta must have shape (L, n, 2), got {tuple(t.shape)}")
     filter_state = FilterAnsatz(int(t.shape[1]), int(t.shape[0])).state(t.unsqueeze(0))[0]
     return {
         "filter_ansatz": filter_circuit(t),

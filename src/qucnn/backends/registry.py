@@ -1,0 +1,75 @@
+"""Backends by name: ``QuConv2d(..., backend="torch")`` looks its backend up here.
+
+Example:
+    >>> available_backends()[:2]
+    ['torch', 'reference']
+    >>> get_backend("torch") is get_backend("torch")
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..utils.checks import UsageError
+from .base import Backend
+from .reference import ReferenceBackend
+from .torch_backend import TorchBackend
+
+_FACTORIES: dict[str, Callable[[], Backend]] = {}
+_AVAILABLE: dict[str, Callable[[], bool]] = {}
+_INSTANCES: dict[str, Backend] = {}
+
+
+def register_backend(name: str, factory: Callable[[], Backend], *, available: Callable[[], bool] | None = None,
+                     replace: bool = False) -> None:
+    """Make ``factory()`` the backend called ``name``.
+
+    Args:
+        name: what users pass as ``backend=``.
+        factory: called once, on first use, with no arguments; returns a :class:`Backend`.
+        available: whether the backend can run here (its optional dependencies are installed); listed by
+            :func:`available_backends` only when true. Default: always.
+        replace: allow replacing an existing name (otherwise ``UsageError``).
+    """
+    if not isinstance(name, str) or not name:
+        raise UsageError(f"a backend name must be a non-empty string, got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"factory must be callable, got {type(factory).__name__}")
+    if name in _FACTORIES and not replace:
+        raise UsageError(f"a backend called {name!r} is registered already (pass replace=True to replace it)")
+    _FACTORIES[name] = factory
+    _AVAILABLE[name] = available or (lambda: True)
+    _INSTANCES.pop(name, None)
+
+
+def available_backends() -> list[str]:
+    """The names of the registered backends that can run here, in registration order."""
+    return [name for name in _FACTORIES if _AVAILABLE[name]()]
+
+
+def registered_backends() -> list[str]:
+    """Every registered name, including backends whose optional dependencies are missing here."""
+    return list(_FACTORIES)
+
+
+def get_backend(backend: str | Backend) -> Backend:
+    """The backend called ``backend`` (one shared instance per name), or ``backend`` itself if it is one."""
+    if isinstance(backend, Backend):
+        return backend
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a name or a qucnn.backends.Backend, got {type(backend).__name__}")
+    if backend not in _FACTORIES:
+        raise UsageError(f"unknown backend {backend!r}; registered: {', '.join(_FACTORIES)}")
+    if backend not in _INSTANCES:
+        instance = _FACTORIES[backend]()
+        if not isinstance(instance, Backend):
+            raise TypeError(f"the factory of backend {backend!r} returned {type(instance).__name__}, not a Backend")
+        _INSTANCES[backend] = instance
+    return _INSTANCES[backend]
+
+
+register_backend("torch", TorchBackend)
+register_backend("reference", ReferenceBackend)
+
+__all__ = ["available_backends", "get_backend", "register_backend", "registered_backends"]

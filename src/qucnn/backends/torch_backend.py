@@ -1,0 +1,67 @@
+"""The default backend, ``"torch"``: exact simulation by the fused fast paths, on any torch device.
+
+Filter states come from the closed-form ansatz (:func:`qucnn.core.ansatz.ansatz_state`, adjoint-method
+backward) and the maps from one fused autograd node (:mod:`qucnn.backends.fused_fidelity`) whose route and
+chunking follow a :class:`~qucnn.backends.fused_fidelity.RoutePolicy` (per-device defaults, overridable).
+Shots are exact binomial draws. On the CPU, without a gradient to record, the filter states of an angle
+tensor are remembered and reused while it holds the same values (compared exactly, a few hundred numbers),
+so repeated inference prepares the filters once; a GPU would have to synchronise to compare, so there the
+states are always recomputed (a few small kernels).
+
+Example:
+    >>> backend = TorchBackend(RoutePolicy(route="conv"))
+    >>> backend.policy.route
+    'conv'
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import Tensor
+
+from ..core.ansatz import ansatz_state
+from ..core.geometry import ConvSpec
+from ..utils.devices import reads_back_freely
+from .fused_fidelity import RoutePolicy, fused_fidelity
+from .simulated import SimulatorBackend
+
+#: Filter batches up to this many angles are remembered between calls without a gradient.
+CACHE_MAX_ANGLES = 1 << 16
+
+
+class TorchBackend(SimulatorBackend):
+    """``"torch"``: the fused exact simulator. ``policy`` overrides the route choices (see :class:`RoutePolicy`)."""
+
+    name = "torch"
+
+    def __init__(self, policy: RoutePolicy | None = None) -> None:
+        if policy is not None and not isinstance(policy, RoutePolicy):
+            raise TypeError(f"policy must be a RoutePolicy, got {type(policy).__name__}")
+        self.policy = policy or RoutePolicy()
+        self._cache: dict[int, tuple] = {}
+
+    def __repr__(self) -> str:
+        return f"TorchBackend(policy={self.policy!r})"
+
+    def filter_states(self, theta: Tensor) -> Tensor:
+        flat = theta.reshape((-1,) + theta.shape[-3:])
+        if (not reads_back_freely(theta.device) or (torch.is_grad_enabled() and theta.requires_grad)
+                or theta.numel() > CACHE_MAX_ANGLES):
+            return ansatz_state(flat).reshape(theta.shape[:-3] + (-1,))
+        hit = self._cache.get(id(theta))
+        if (hit is not None and hit[0]() is theta and hit[1].shape == theta.shape and hit[1].dtype == theta.dtype
+                and torch.equal(hit[1], theta)):
+            return hit[2].clone()  # a copy: the caller may change it in place
+        states = ansatz_state(flat).reshape(theta.shape[:-3] + (-1,))
+        self._cache = {k: v for k, v in self._cache.items() if v[0]() is not None}
+        self._cache[id(theta)] = (weakref.ref(theta), theta.detach().clone(), states.clone())
+        return states
+
+    def maps(self, x: Tensor, states: Tensor, spec: ConvSpec,
+             want_mask: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        return fused_fidelity(x, states, spec, self.policy.resolved(x.device), want_mask)
+
+
+__all__ = ["CACHE_MAX_ANGLES", "RoutePolicy", "TorchBackend"]

@@ -1,0 +1,159 @@
+"""``qucnn analyze``: analyses that test claims of the paper. Each analysis is a sub-subcommand
+(``qucnn analyze plateau``); add one by writing ``_register_<name>`` and listing it in ``ANALYSES``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..analysis import parse_int_list, plateau_study, plot_plateau
+from ..analysis import shots as shots_analysis
+from ..analysis.plateau import check_study
+from ..datasets import load_embedded_mnist
+from ..utils.checks import UsageError
+from ..utils.devices import resolve_device
+
+QUICK = {"qubits": "2,4,6", "depths": "1-3", "samples": 256}
+DEFAULTS = {"qubits": "2,4,6,8", "depths": "1-12", "samples": 2000}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("analyze", help="analyses of the QuCNN layer (barren plateaus, ...)",
+                              description="Analyses of the QuCNN layer. Run 'qucnn analyze ANALYSIS -h'.")
+    sub = p.add_subparsers(dest="analysis", metavar="ANALYSIS")
+    for add in ANALYSES:
+        add(sub)
+    p.set_defaults(func=lambda args: _missing(p))
+
+
+def _missing(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _register_plateau(sub) -> None:
+    p = sub.add_parser(
+        "plateau", help="variance of dF/dtheta over random angles and MNIST patches (barren plateau)",
+        description="Variance, over uniform angles in [0, 2pi) and random real MNIST patches, of the exact "
+                    "gradient dF/dtheta (first and last ansatz parameter) and of F = |<f(theta)|x>|^2, for "
+                    "each qubit count and ansatz depth; fits Var ~ b^-n per depth and compares with a "
+                    "Haar-random (2-design) filter. Writes a JSON and a PNG beside it.")
+    p.add_argument("--qubits", default=None,
+                   help=f"qubit counts, list or range (default {DEFAULTS['qubits']}); patch k x k with "
+                        "C*k*k in (2^(n-1), 2^n]: 2->2x2, 4->4x4, 6->8x8, 8->16x16")
+    p.add_argument("--depths", default=None,
+                   help=f"ansatz depths (layers), e.g. 1-12 or 1,2,3 (default {DEFAULTS['depths']})")
+    p.add_argument("--samples", type=int, default=None,
+                   help=f"(angles, patch) pairs per cell (default {DEFAULTS['samples']})")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    p.add_argument("--channels", type=int, default=1,
+                   help="channels C per patch: the same window of C independently drawn images "
+                        "(n = ceil(log2(C*k*k)); default 1)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="samples per batched simulation (default: a whole cell at once, or the largest chunk whose "
+                        "autograd graph fits in a quarter of the free memory)")
+    p.add_argument("--out", default="results/plateau", help="output folder (default results/plateau)")
+    p.add_argument("--json", default=None, help="JSON path (default OUT/plateau.json); the PNG goes beside it")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a seconds-long check: qubits {QUICK['qubits']}, depths {QUICK['depths']}, "
+                        f"{QUICK['samples']} samples (options given explicitly still win)")
+    p.set_defaults(func=run_plateau)
+
+
+def _register_shots(sub) -> None:
+    p = sub.add_parser(
+        "shots", help="test accuracy against the total shots spent on filter gradients, per estimator",
+        description="Trains the same hybrid network with each filter-gradient estimator (exact, parameter "
+                    "shift and Eq. 17 at S shots per circuit, the sampled estimator at N shots per step) and "
+                    "plots test accuracy against the gradient shots a quantum computer would have spent.")
+    p.add_argument("--seed", type=int, default=0, help="seed of init, data order and shots (default 0)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per setting (default 2; --quick 1)")
+    p.add_argument("--train", type=int, default=None, help="training images (default 4000; --quick 512)")
+    p.add_argument("--out", default="results/shots", help="output folder (default results/shots)")
+    p.add_argument("--json", default=None, help="JSON path (default OUT/shots.json); the PNG goes beside it")
+    p.add_argument("--quick", action="store_true", help="a small network, 5 settings, seconds")
+    p.set_defaults(func=run_shots)
+
+
+ANALYSES = (_register_plateau, _register_shots)
+
+
+def run_plateau(args) -> int:
+
+
+    preset = QUICK if args.quick else DEFAULTS
+    qubits = parse_int_list(args.qubits or preset["qubits"], "--qubits")
+    depths = parse_int_list(args.depths or preset["depths"], "--depths")
+    samples = preset["samples"] if args.samples is None else args.samples
+    check_study(qubits, depths, samples, args.channels, args.batch_size)  # fail before loading anything
+
+    device = resolve_device(args.device)
+    json_path = Path(args.json) if args.json else Path(args.out) / "plateau.json"
+    png_path = json_path.with_suffix(".png")
+
+
+    images = load_embedded_mnist().train_images
+    result = plateau_study(images, qubits, depths, samples=samples, seed=args.seed, channels=args.channels,
+                           device=device, batch_size=args.batch_size, progress=True)
+    result["command"] = (f"qucnn analyze plateau --qubits {','.join(map(str, qubits))} --depths "
+                         f"{','.join(map(str, depths))} --samples {samples} --seed {args.seed} "
+                         f"--channels {args.channels}")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1))
+    plot_plateau(result, png_path)
+
+    print(f"decay base b of Var ~ b^-n over n = {qubits} (Haar 2-design: b = 4)")
+    print(f"{'depth':>5} {'b first':>14} {'b last':>14} {'b of Var F':>11}")
+    fid = {f["depth"]: f for f in result["fidelity_fits"]}
+    for depth in depths:
+        cells = []
+        for param in ("first", "last"):
+            fit = next((f for f in result["fits"] if f["depth"] == depth and f["param"] == param), None)
+            se = fit and fit["decay_base_stderr"]
+            cells.append("-" if fit is None else f"{fit['decay_base']:.2f}" + (f" +- {se:.2f}" if se else ""))
+        b_f = f"{fid[depth]['decay_base']:.2f}" if depth in fid else "-"
+        print(f"{depth:>5} {cells[0]:>14} {cells[1]:>14} {b_f:>11}")
+    for shots in sorted({s["shots"] for s in result["stall"]}):
+        crossing = [s["fitted_qubits"] for s in result["stall"] if s["shots"] == shots and s["fitted_qubits"]]
+        if crossing:
+            print(f"gradient std below the shot noise of {shots} shots from n ~ "
+                  f"{min(crossing):.1f} .. {max(crossing):.1f} qubits (fitted, over depths and parameters)")
+    worst = max((r for r in result["rows"]), key=lambda r: r["shots_snr1"] or 0.0)
+    print(f"largest shots needed for SNR 1: {worst['shots_snr1']:.3g} (n={worst['qubits']}, "
+          f"depth {worst['depth']}, {worst['param']} parameter)")
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+def run_shots(args) -> int:
+    sizes = dict(shots_analysis.QUICK if args.quick else shots_analysis.FULL)
+    for key in ("epochs", "train"):
+        value = getattr(args, key)
+        if value is not None:
+            if value < 1:
+                raise UsageError(f"--{key} must be a positive int, got {value}")
+            sizes[key] = value
+    json_path = Path(args.json) if args.json else Path(args.out) / "shots.json"
+    settings = shots_analysis.quick_settings() if args.quick else shots_analysis.default_settings()
+    result = shots_analysis.shots_study(settings, load_embedded_mnist(), seed=args.seed, **sizes)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1))
+    shots_analysis.plot_shots(result, json_path.with_suffix(".png"))
+    print(f"{'setting':<28} {'accuracy':>9} {'gradient shots':>15} {'seconds':>8}")
+    for row in result["rows"]:
+        shots = "exact" if row["method"] == "autograd" else f"{row['gradient_shots']:.3g}"
+        print(f"{row['label']:<28} {row['test_accuracy']:>9.4f} {shots:>15} {row['seconds']:>8.1f}")
+    saving = result["saving"]
+    for point in (saving or {}).get("points", []):
+        parts = []
+        for method, need in point["dense"].items():
+            if need["shots"] is None:
+                parts.append(f"{method}: never reached")
+            else:
+                bound = "" if need["interpolated"] else "<= "
+                parts.append(f"{method}: {bound}{need['shots']:.3g} shots ({need['orders_of_magnitude']:+.1f} orders)")
+        print(f"{point['label']} ({point['shots']:.3g} shots, accuracy {point['test_accuracy']:.4f}) vs " + "; ".join(parts))
+    print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
+    return 0

@@ -1,0 +1,60 @@
+"""``qucnn bench``: QuCNN against PennyLane, Qiskit Aer, NumPy and a classical convolution in one run."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from tqdm import tqdm
+
+from ..bench import markdown, write
+from ..bench import run as run_bench
+from ..utils.checks import UsageError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench", help="benchmark QuCNN against PennyLane, Qiskit Aer, NumPy and nn.Conv2d (one process)",
+        description="Time every implementation of each workload in one process, interleaved, on the same "
+                    "data; print a Markdown table (and write JSON + .md with --json). Missing peers "
+                    "(pip install qucnn[bench]) give skipped rows with a note.")
+    p.add_argument("--workload", choices=["w1", "w2", "w3", "w4", "all"], default="all",
+                   help="w1 forward (Fig. 3), w2 gradient, w3 training step, w4 scale (default all)")
+    p.add_argument("--quick", action="store_true", help="small peer subsets and W4 sizes (seconds, for CI)")
+    p.add_argument("--json", metavar="PATH", help="write the result as JSON here, and the table beside it (.md)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda adds GPU rows (skipped with a note without a GPU)")
+    p.add_argument("--repeats", type=int, default=None, help="timed samples per case (default 5, quick 3)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--w4-images", type=int, default=None, help="images in W4 (default 60000, quick 2000)")
+    p.add_argument("--w3-batch", type=int, default=None, help="images per W3 training step (default 64)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    workloads = ["w1", "w2", "w3", "w4"] if args.workload == "all" else [args.workload]
+    bar = tqdm(desc="qucnn bench", unit="sample", file=sys.stderr, leave=False)
+
+    def progress(label: str) -> None:
+        bar.set_postfix_str(label, refresh=False)
+        bar.update(1)
+
+    try:
+        result = run_bench(workloads, quick=args.quick, device=args.device, repeats=args.repeats,
+                           w4_images=args.w4_images, progress=progress, w3_batch=args.w3_batch)
+    finally:
+        bar.close()
+    flags = [f"--workload {args.workload}"] + (["--quick"] if args.quick else []) + [
+        f"--{name.replace('_', '-')} {value}" for name, value in
+        (("device", args.device), ("repeats", args.repeats), ("threads", args.threads),
+         ("w4_images", args.w4_images), ("w3_batch", args.w3_batch), ("json", args.json)) if value is not None]
+    result["command"] = " ".join(["qucnn bench"] + flags)
+    print(markdown(result))
+    if args.json:
+        path, md = write(result, args.json)
+        print(f"wrote {path} and {md}")
+    return 0

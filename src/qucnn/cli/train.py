@@ -1,0 +1,109 @@
+"""``qucnn train``: train a network whose first layer is QuCNN (or its baselines) end to end.
+
+Writes OUT/metrics.json, OUT/learning_curve.png, OUT/model.pt (state dict) and OUT/checkpoint.pt
+(with --compare: one sub-folder per model plus the combined metrics and curves). Also runs under
+``torchrun --nproc-per-node N -m qucnn train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..nn.functional import GRADIENT_MODES
+from ..nn.models import DEFAULT_HEAD, HEAD_TOKENS, MODEL_KINDS
+from ..train import TrainConfig, train
+from ..train.report import summary_table
+
+
+def _optional_int(text: str) -> int | None:
+    if text.lower() in ("none", "exact", "inf"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int (or 'none'), got {text!r}") from None
+
+
+def register(subparsers) -> None:
+
+    p = subparsers.add_parser(
+        "train", help="train a hybrid QuCNN network (and its frozen / classical twins with --compare)",
+        description="Train QuConv2d + a small classical head on MNIST-like data. Defaults: the embedded MNIST "
+                    "(8,000 train / 2,000 test), 8 filters 4x4, 3 ansatz layers, exact autograd gradients, "
+                    "Adam with a one-cycle schedule, 5 epochs. Checkpoints atomically after every epoch "
+                    "(and every --checkpoint-every steps); --resume continues bit for bit.")
+    g = p.add_argument_group("model")
+    g.add_argument("--kind", default="quantum", choices=MODEL_KINDS,
+                   help="quantum (trained filters), frozen (random filters, fixed), classical (nn.Conv2d); "
+                        "default quantum")
+    g.add_argument("--filters", type=int, default=8, help="filters (output channels), default 8")
+    g.add_argument("--kernel", type=int, default=4, help="kernel size k (k x k patches), default 4")
+    g.add_argument("--stride", type=int, default=1, help="stride, default 1")
+    g.add_argument("--layers", type=int, default=3, help="ansatz layers per filter, default 3")
+    g.add_argument("--head", default=DEFAULT_HEAD,
+                   help=f"classical head, comma-separated tokens {', '.join(HEAD_TOKENS)}; a final linear layer "
+                        f"to the classes is always added (default {DEFAULT_HEAD!r})")
+    q = p.add_argument_group("quantum execution")
+    q.add_argument("--shots", type=_optional_int, default=None,
+                   help="shots per SWAP test in the forward pass (default: exact expectations)")
+    q.add_argument("--gradient", default="autograd",
+                   help=f"filter gradients: {', '.join(GRADIENT_MODES)} (default autograd)")
+    q.add_argument("--gradient-shots", type=_optional_int, default=None,
+                   help="shots per gradient circuit (parameter-shift / entanglement; default exact)")
+    q.add_argument("--gradient-budget", type=_optional_int, default=None,
+                   help="total shots per backward for --gradient sampled")
+    t = p.add_argument_group("optimisation")
+    t.add_argument("--epochs", type=int, default=5, help="default 5")
+    t.add_argument("--batch-size", type=int, default=64, help="global batch size (split across processes); default 64")
+    t.add_argument("--lr", type=float, default=1e-2, help="peak learning rate of Adam, default 1e-2")
+    t.add_argument("--schedule", default="onecycle", help="onecycle (default) or constant")
+    t.add_argument("--seed", type=int, default=0, help="seeds weights, data order, dropout and shots; default 0")
+    t.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    d = p.add_argument_group("data and devices")
+    d.add_argument("--data", default=None,
+                   help="directory of IDX files (MNIST / Fashion-MNIST layout); default the embedded MNIST")
+    d.add_argument("--limit-train", type=int, default=None, help="use the first N training images")
+    d.add_argument("--limit-test", type=int, default=None, help="use the first N test images")
+    d.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N); default cpu")
+    d.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes (DDP; gloo on CPU, nccl on CUDA); default 1")
+    d.add_argument("--threads", type=int, default=None,
+                   help="torch threads per process (default: torch's choice, or the cores shared out with --nproc)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default="results/train", help="output directory (default results/train)")
+    o.add_argument("--compare", action="store_true",
+                   help="train quantum, frozen-filter and classical models with the same head, data and seed")
+    o.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    o.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a checkpoint")
+    o.add_argument("--checkpoint-every", type=int, default=None,
+                   help="also checkpoint every N optimizer steps (always at the end of each epoch)")
+    o.add_argument("--max-steps", type=int, default=None,
+                   help="stop after N optimizer steps as if killed, without final files (for resume drills)")
+    o.add_argument("--no-progress", action="store_true", help="no progress bars")
+    o.add_argument("--no-plot", action="store_true", help="no learning-curve PNG")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    cfg = TrainConfig(
+        kind=args.kind, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+        filters=args.filters, kernel=args.kernel, stride=args.stride, layers=args.layers, shots=args.shots,
+        gradient=args.gradient, gradient_shots=args.gradient_shots, gradient_budget=args.gradient_budget,
+        head=args.head, device=args.device, dtype=args.dtype, seed=args.seed, data=args.data,
+        limit_train=args.limit_train, limit_test=args.limit_test, out=args.out, resume=args.resume,
+        overwrite=args.overwrite, checkpoint_every=args.checkpoint_every, compare=args.compare, nproc=args.nproc,
+        max_steps=args.max_steps, threads=args.threads, progress=not args.no_progress, plot=not args.no_plot)
+    metrics = train(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    if "stopped_at_step" in metrics:
+        print(f"stopped after {metrics['stopped_at_step']} steps (--max-steps); continue with --resume")
+        return 0
+    runs = {k: v for k, v in metrics["compare"].items()} if "compare" in metrics else {metrics["kind"]: metrics["final"]}
+    print(f"data: {metrics['data']['name']} ({metrics['data']['train']} train / {metrics['data']['test']} test), "
+          f"{metrics['world_size']} process(es) on {metrics['device']}")
+    print(summary_table(runs))
+    print(f"wrote {args.out}/metrics.json, learning_curve.png, model.pt"
+          + (" (+ quantum/, frozen/, classical/)" if args.compare else ", checkpoint.pt"))
+    return 0

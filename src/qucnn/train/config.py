@@ -1,0 +1,149 @@
+"""What a training run depends on (:class:`TrainConfig`), and the pure functions of it: the data order of
+each epoch and the one-cycle schedule. Everything random in a run is a function of ``seed``.
+
+Example:
+    >>> TrainConfig(epochs=1, filters=2).model_options()["filters"]
+    2
+    >>> data_order(0, 0, 5).tolist() == data_order(0, 0, 5).tolist()
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..nn.functional import GRADIENT_MODES
+from ..nn.models import DEFAULT_HEAD, MODEL_KINDS
+from ..utils.checks import UsageError, one_of, optional_positive_int, positive_int
+from ..utils.seeds import derive_seed
+from .checkpoint import load_checkpoint
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+SCHEDULES = ("onecycle", "constant")
+#: Options that define the computation; ``--resume`` must repeat them (``epochs`` too, unless the
+#: schedule is constant).
+RUN_KEYS = ("epochs", "batch_size", "lr", "schedule", "filters", "kernel", "stride", "layers", "shots", "gradient",
+            "gradient_shots", "gradient_budget", "head", "dtype", "seed", "data", "limit_train", "limit_test")
+EVAL_BATCH = 500
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (the CLI's options, one field each).
+
+    ``kind``: ``quantum`` | ``frozen`` | ``classical``; ``compare=True`` trains all three in turn.
+    ``schedule="onecycle"``: the one-cycle policy of ``torch.optim.lr_scheduler.OneCycleLR``
+    (``pct_start=0.2``, peak ``lr``) as a pure function of the step; ``"constant"``: Adam at ``lr``.
+    ``checkpoint_every``: also checkpoint every N optimizer steps (epochs always end with one).
+    ``max_steps``: stop after N optimizer steps as if killed (no final files): for tests and drills.
+    ``overwrite``: start afresh even if ``out`` holds a checkpoint (refused otherwise).
+    ``threads``: ``torch.set_num_threads`` per process (default: torch's choice; spawned processes share
+    the cores). On a busy machine 1 thread can be much faster than an oversubscribed 2.
+    """
+
+    kind: str = "quantum"
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-2
+    schedule: str = "onecycle"
+    filters: int = 8
+    kernel: int = 4
+    stride: int = 1
+    layers: int = 3
+    shots: int | None = None
+    gradient: str = "autograd"
+    gradient_shots: int | None = None
+    gradient_budget: int | None = None
+    head: str = DEFAULT_HEAD
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    data: str | None = None
+    limit_train: int | None = None
+    limit_test: int | None = None
+    out: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    checkpoint_every: int | None = None
+    compare: bool = False
+    nproc: int = 1
+    max_steps: int | None = None
+    progress: bool = True
+    plot: bool = True
+    threads: int | None = None
+
+    def validate(self) -> None:
+        """Raise UsageError/TypeError naming the bad option (nothing is read or written)."""
+        for name in ("epochs", "batch_size", "filters", "kernel", "stride", "layers", "nproc"):
+            setattr(self, name, positive_int(getattr(self, name), name))
+        for name in ("shots", "gradient_shots", "gradient_budget", "limit_train", "limit_test",
+                     "checkpoint_every", "max_steps", "threads"):
+            setattr(self, name, optional_positive_int(getattr(self, name), name))
+        self.seed = positive_int(self.seed, "seed", 0)
+        for name, allowed in (("kind", MODEL_KINDS), ("gradient", GRADIENT_MODES), ("schedule", SCHEDULES),
+                              ("dtype", tuple(DTYPES))):
+            one_of(getattr(self, name), allowed, name)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) \
+                or self.lr <= 0:
+            raise UsageError(f"lr must be a positive number, got {self.lr!r}")
+        if self.gradient == "sampled" and self.gradient_budget is None:
+            raise UsageError("gradient 'sampled' needs gradient_budget (total shots per backward)")
+        if self.resume and not self.out:
+            raise UsageError("resume needs out (the directory holding checkpoint.pt)")
+        if not isinstance(self.head, str):
+            raise TypeError(f"head must be a spec string like {DEFAULT_HEAD!r}, got {type(self.head).__name__}")
+
+    def model_options(self) -> dict:
+        """The keyword arguments of :func:`qucnn.nn.models.build_model` that this run fixes (all but kind,
+        input shape and classes)."""
+        return {"filters": self.filters, "kernel": self.kernel, "stride": self.stride, "layers": self.layers,
+                "shots": self.shots, "gradient": self.gradient, "gradient_shots": self.gradient_shots,
+                "gradient_budget": self.gradient_budget, "seed": self.seed, "head": self.head}
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["data"] = None if self.data is None else str(Path(self.data).resolve())
+        return d
+
+
+def data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The shuffled indices of epoch ``epoch`` (0-based): a pure function of ``(seed, epoch, n)``."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "order", epoch)))
+
+
+def one_cycle(step: int, total: int, max_lr: float, pct_start: float = 0.2) -> tuple[float, float]:
+    """``(lr, beta1)`` at optimizer step ``step`` of ``total``, as ``OneCycleLR`` (cosine, div 25, final div 1e4,
+    momentum 0.95 -> 0.85 -> 0.95) computes them."""
+    initial, peak = max_lr / 25, max_lr
+    phases = [(pct_start * total - 1, initial, peak, 0.95, 0.85), (total - 1, peak, initial / 1e4, 0.85, 0.95)]
+    start = 0.0
+    for i, (end, lr0, lr1, m0, m1) in enumerate(phases):
+        if step <= end or i == len(phases) - 1:
+            pct = (step - start) / (end - start) if end > start else 1.0
+            cos = math.cos(math.pi * pct) + 1
+            return lr1 + (lr0 - lr1) / 2 * cos, m1 + (m0 - m1) / 2 * cos
+        start = end
+    raise AssertionError("unreachable")
+
+
+def check_resume(cfg: TrainConfig, kind: str, path: Path) -> dict:
+    """Load ``path`` and check that it belongs to this run (UsageError naming the differing options)."""
+    ckpt = load_checkpoint(path)
+    saved = ckpt.get("config", {})
+    keys = [k for k in RUN_KEYS if not (k == "epochs" and cfg.schedule == "constant")]
+    now = cfg.as_dict()
+    diffs = [f"{k} (saved {saved.get(k)!r}, now {now[k]!r})" for k in keys if saved.get(k) != now[k]]
+    if ckpt.get("kind") != kind:
+        diffs.insert(0, f"model kind (saved {ckpt.get('kind')!r}, now {kind!r})")
+    if diffs:
+        raise UsageError(f"cannot resume from {path}: it was written by a different run; differing: "
+                         f"{'; '.join(diffs)}")
+    return ckpt
+
+
+__all__ = ["DTYPES", "EVAL_BATCH", "RUN_KEYS", "SCHEDULES", "TrainConfig", "check_resume", "data_order", "one_cycle"]

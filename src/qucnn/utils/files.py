@@ -1,0 +1,89 @@
+"""Atomic files: a reader, or a run killed at any moment, sees the old file or the new one, never a mixture.
+
+Every file is written to a temporary file in the destination's folder, flushed and fsync'ed, then moved
+over the destination with ``os.replace`` (atomic on POSIX); no temporary file is left behind.
+
+Example:
+    atomic_write_text("note.txt", "done")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import torch
+
+from .checks import UsageError
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (best effort: some file systems refuse directory fsync)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(fh)`` on a temporary file beside ``path``, fsync it, then ``os.replace`` it onto ``path``.
+
+    On any error (including ``KeyboardInterrupt``) the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), _default_mode())  # mkstemp makes 0600; give what open() would
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def check_writable_dir(path: str | Path, option: str = "--out") -> Path:
+    """Make sure ``path`` is, or can become, a writable folder; ``UsageError`` naming ``option`` otherwise.
+
+    Creates the folder (and its parents) and writes and removes a probe file, so a run that would fail
+    only when it saves its results fails before any work instead.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".qucnn-write-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageError(f"{option} {path}: not a writable folder ({err.strerror or err})") from None
+    return path
+
+
+__all__ = ["atomic_save", "atomic_write", "atomic_write_text", "check_writable_dir"]
