@@ -242,3 +242,15 @@ def test_circuit_primitive_agrees_with_the_dense_one():
     rows = backend.circuits(patches.repeat_interleave(2, 0), Filters(theta=layer.theta.detach().repeat(32, 1, 1, 1)))
     assert torch.allclose(rows.values.reshape(2, 4, 4, 2).permute(0, 3, 1, 2), dense.values[0], atol=EXACT)
     assert int(rows.circuits) == int(dense.circuits)
+
+
+def test_layers_with_a_backend_object_copy_and_pickle():
+    import copy
+    import pickle
+
+    layer = QuConv2d(1, 2, 2, layers=1, backend=TorchBackend(), generator=torch.Generator().manual_seed(0))
+    x = torch.rand(1, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = layer(x)  # fills the backend's filter-state cache (weak references)
+        for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+            assert isinstance(clone.backend, TorchBackend) and torch.equal(clone(x), expected)

@@ -45,6 +45,12 @@ class TorchBackend(SimulatorBackend):
     def __repr__(self) -> str:
         return f"TorchBackend(policy={self.policy!r})"
 
+    def __getstate__(self) -> dict:  # the cache holds weak references: copies and pickles start without it
+        return {"policy": self.policy}
+
+    def __setstate__(self, state: dict) -> None:
+        self.policy, self._cache = state["policy"], {}
+
     def filter_states(self, theta: Tensor) -> Tensor:
         flat = theta.reshape((-1,) + theta.shape[-3:])
         if (not reads_back_freely(theta.device) or (torch.is_grad_enabled() and theta.requires_grad)
