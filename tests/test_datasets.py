@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
