@@ -46,6 +46,7 @@ class Sizes:
 
 
 def sizes(quick: bool) -> Sizes:
+    """The workload sizes: the full ones, or the small ``--quick`` ones (seconds, for CI)."""
     return Sizes(16, 64, 8, 32, 64) if quick else Sizes()
 
 
@@ -70,6 +71,8 @@ def _layer(out_channels: int, device: str, dtype: torch.dtype, **kw) -> QuConv2d
 
 
 def w1(size: Sizes, devices: list[str]) -> tuple[list[Case], list[dict]]:
+    """W1, the Fig. 3 forward: cases timing every implementation on the same MNIST patches, and skipped rows
+    for missing peers. ``devices``: ``"cpu"`` and optionally ``"cuda"`` for the qucnn rows."""
     images = load_embedded_mnist().test_images[: size.w1_images].double()
     base = _layer(1, "cpu", torch.float64)
     theta = base.theta.detach().clone()
@@ -162,6 +165,8 @@ def _w1_peers(patches, nonzero, theta, size: Sizes, err, shot_check) -> tuple[li
 
 
 def w2(size: Sizes, devices: list[str]) -> tuple[list[Case], list[dict]]:
+    """W2, the 24-parameter filter gradient of one image's maps: every gradient mode and the PennyLane
+    differentiation methods, each checked against the autograd reference."""
     x = load_embedded_mnist().test_images[:1].double()
     g = torch.randn(1, 1, 25, 25, dtype=torch.float64, generator=torch.Generator().manual_seed(SEED))
     base = _layer(1, "cpu", torch.float64)
@@ -228,6 +233,8 @@ def _grad(layer: QuConv2d, x, g):
 
 
 def w3(size: Sizes, devices: list[str]) -> tuple[list[Case], list[dict]]:
+    """W3, one training step (forward, backward, Adam) of QuConv2d + linear head against ``nn.Conv2d`` +
+    the same head, on ``size.w3_batch`` MNIST images."""
     data = load_embedded_mnist()
     if size.w3_batch > len(data.train_labels):
         raise UsageError(f"w3_batch must be at most {len(data.train_labels)} (the embedded training images), "

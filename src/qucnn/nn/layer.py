@@ -106,6 +106,7 @@ class QuConv2d(nn.Module):
             self.theta.copy_(2 * math.pi * angles)
 
     def extra_repr(self) -> str:
+        """The settings shown in ``repr(layer)``, as ``nn.Conv2d`` shows its own."""
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
              f", padding={self.padding}")
         if self.dilation != (1, 1):

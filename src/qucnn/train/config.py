@@ -107,6 +107,7 @@ class TrainConfig:
                 "gradient_budget": self.gradient_budget, "seed": self.seed, "head": self.head}
 
     def as_dict(self) -> dict:
+        """The configuration as a JSON-ready dict (``data`` as an absolute path), as checkpoints record it."""
         d = dataclasses.asdict(self)
         d["data"] = None if self.data is None else str(Path(self.data).resolve())
         return d
