@@ -4,6 +4,7 @@ the dependencies a plain install needs, and the documentation site's configurati
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 import re
@@ -109,3 +110,31 @@ def test_the_docs_site_lists_every_page_and_runs_the_tutorial():
     assert re.search(r"execute: true", text) and re.search(r"allow_errors: false", text)
     tutorial = (ROOT / "docs" / "tutorial.md").read_text()
     assert "kernelspec" in tutorial and "DataLoader" in tutorial and "QuConv2d" in tutorial
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docstrings_are_rewritten_for_the_api_reference():
+    ext = _load("griffe_docstrings")
+    doc = 'Run it, see :class:`~qucnn.nn.layer.QuConv2d` and :func:`qucnn.train`.\n\nExample:\n    >>> 1 + 1\n    2\n'
+    assert ext._examples(ext.ROLE.sub(ext._role, doc)) == (
+        "Run it, see `QuConv2d` and `qucnn.train`.\n\nExamples:\n    >>> 1 + 1\n    2")
+    plain = 'Text.\n\n    Example:\n        out = f(x)["key"]\n        # -> 3\n\n    Returns:\n        x.'
+    assert ext._examples(plain) == ('Text.\n\n    Examples:\n        ```python\n        out = f(x)["key"]\n'
+                                    '        # -> 3\n        ```\n\n    Returns:\n        x.')
+
+
+def test_the_benchmarks_page_includes_results_with_site_links(tmp_path):
+    hooks = _load("hooks")
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "RESULTS.md").write_text(
+        "See [precision](../docs/precision.md#fp32), [the run](results-cpu.md) and ![img](x.png).\n")
+    page = '# B\n--8<-- "benchmarks/RESULTS.md"\n'
+    got = hooks.INCLUDE.sub(lambda m: hooks._include(tmp_path, m.group(1)), page)
+    assert got == ("# B\nSee [precision](precision.md#fp32), the run (`benchmarks/results-cpu.md`) and "
+                   "![img](x.png).\n\n")

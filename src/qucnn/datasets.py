@@ -180,9 +180,13 @@ class ImageDataset(TorchDataset):
         transform: called on each image tensor ``(1, H, W)``.
         target_transform: called on each label.
         name: names the data in reprs and error messages.
+        where: what error messages call the images and the labels (default: ``name`` for both).
 
     Attributes:
-        data: uint8 ``(N, H, W)``. targets: int64 ``(N,)``. num_classes: int. name: str.
+        data: the images, uint8 ``(N, H, W)``.
+        targets: the labels, int64 ``(N,)``.
+        num_classes: the number of classes (every label lies below it).
+        name: what reprs and messages call the data.
 
     Example:
         >>> ds = ImageDataset(torch.full((2, 3, 3), 255, dtype=torch.uint8), torch.tensor([0, 1]))
