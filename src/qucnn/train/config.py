@@ -28,7 +28,8 @@ SCHEDULES = ("onecycle", "constant")
 #: Options that define the computation; ``--resume`` must repeat them (``epochs`` too, unless the
 #: schedule is constant).
 RUN_KEYS = ("epochs", "batch_size", "lr", "schedule", "filters", "kernel", "stride", "layers", "shots", "gradient",
-            "gradient_shots", "gradient_budget", "head", "dtype", "seed", "data", "limit_train", "limit_test", "classes")
+            "gradient_shots", "gradient_budget", "head", "dtype", "seed", "data", "limit_train", "limit_test",
+            "classes")
 EVAL_BATCH = 500
 
 
