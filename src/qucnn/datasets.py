@@ -302,8 +302,9 @@ class EmbeddedMNIST(ImageDataset):
         images, labels = _embedded()
         part = slice(None, EMBEDDED_TRAIN) if train else slice(EMBEDDED_TRAIN, None)
         # Clones: a caller editing one split's tensors in place must not change the other, or later loads.
+        name = f"mnist-10k (embedded, {'train' if train else 'test'})"
         super().__init__(images[part].clone(), labels[part].clone(), num_classes=10, transform=transform,
-                         target_transform=target_transform, name=f"mnist-10k (embedded, {'train' if train else 'test'})")
+                         target_transform=target_transform, name=name)
         self.train = train
 
 
