@@ -62,6 +62,8 @@ def test_w1_quick_without_peers_gives_notes_and_valid_json(no_peers, tmp_path, c
     assert "| qucnn-exact | cpu |" in capsys.readouterr().out
     target = next(t for t in result["targets"] if "fastest circuit peer" in t["name"])
     assert target["value"] is None and target["met"] is None
+    assert set(target["missing"]) >= {"pennylane-default", "pennylane-lightning", "qiskit-aer"}
+    assert "not evaluated (not run: " in table
 
 
 def test_w2_and_w3_quick_with_installed_peers():
@@ -134,3 +136,27 @@ def test_bad_arguments_are_errors():
         run(["w3"], w3_batch=8001)
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         measure("w0", [], repeats=0)
+
+
+def _row(workload, impl, rate, peer=False, skipped=False):
+    return {"workload": workload, "impl": impl, "device": "cpu", "peer": peer, "skipped": skipped,
+            "items_per_s": None if skipped else rate}
+
+
+def test_a_target_with_a_missing_peer_is_not_evaluated_never_met_against_another_row():
+    from qucnn.bench.workloads import targets
+
+    w1 = [_row("w1", "qucnn-exact", 1e6), _row("w1", "numpy-floor", 2e6), _row("w1", "qiskit-aer", 10.0, peer=True),
+          _row("w1", "pennylane-default", None, peer=True, skipped=True)]
+    first = targets(w1)[0]
+    # Aer alone would give 1e5 >= 1000, "met"; with PennyLane not run the target is not evaluated.
+    assert first["value"] is None and first["met"] is None and first["missing"] == ["pennylane-default"]
+    assert targets(w1)[1]["met"] is True and targets(w1)[1]["value"] == pytest.approx(2.0)
+    table = markdown({"rows": [], "targets": targets(w1)})
+    assert "| - | not evaluated (not run: pennylane-default) |" in table and "yes" in table
+    w1[-1] = _row("w1", "pennylane-default", 2000.0, peer=True)
+    first = targets(w1)[0]
+    assert first["value"] == pytest.approx(500) and first["met"] is False and first["missing"] == []
+    assert "| 500 | NO |" in markdown({"rows": [], "targets": targets(w1)})
+    w2 = targets([_row("w2", "qucnn-autograd", 1.0), _row("w2", "pennylane-backprop", None, True, True)])
+    assert w2[0]["met"] is None and w2[0]["missing"] == ["pennylane-backprop"]

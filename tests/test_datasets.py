@@ -1,4 +1,4 @@
-"""The IDX reader and the embedded MNIST."""
+"""The IDX reader, the embedded MNIST, the torch datasets and the label checks."""
 
 from __future__ import annotations
 
@@ -12,8 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
 
-from qucnn.datasets import IDX_DTYPES, Dataset, load_dataset, load_embedded_mnist, load_idx_dir, read_idx, subset
+from qucnn.datasets import (
+    IDX_DTYPES,
+    EmbeddedMNIST,
+    IDXDataset,
+    ImageDataset,
+    ImageSplits,
+    check_labels,
+    load_dataset,
+    load_embedded_mnist,
+    load_idx_dir,
+    read_idx,
+    subset,
+)
 
 
 def write_idx(path: Path, array: np.ndarray, code: int, gz: bool = False, extra: bytes = b"") -> Path:
@@ -97,7 +111,8 @@ def fake_mnist(folder: Path, n_train=6, n_test=4, gz=True) -> Path:
     rng = np.random.default_rng(0)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)).astype(np.uint8), 0x08, gz)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype(np.uint8), 0x08, gz)
+        # labels 0..n-1 in a random order: class indices without gaps, as real label files have
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", (rng.permutation(n) % 10).astype(np.uint8), 0x08, gz)
     return folder
 
 
@@ -171,5 +186,102 @@ def test_load_idx_dir_reports_what_is_missing(tmp_path):
 
 def test_num_classes_of_an_empty_split():
     x, y = torch.zeros(3, 1, 2, 2), torch.tensor([0, 4, 1])
-    assert Dataset(x, y, x[:0], y[:0], "tiny").num_classes == 5
-    assert Dataset(x[:0], y[:0], x[:0], y[:0], "none").num_classes == 0
+    assert ImageSplits(x, y, x[:0], y[:0], "tiny").num_classes == 5
+    assert ImageSplits(x[:0], y[:0], x[:0], y[:0], "none").num_classes == 0
+    assert ImageSplits(x, y, x[:0], y[:0], "declared", classes=7).num_classes == 7
+
+
+# -- torch datasets ----------------------------------------------------------------------------------------
+def test_embedded_mnist_is_a_torch_dataset_of_unit_images_and_int_labels():
+    train, test = EmbeddedMNIST(train=True), EmbeddedMNIST(train=False)
+    assert isinstance(train, TorchDataset) and len(train) == 8000 and len(test) == 2000
+    splits = load_embedded_mnist()
+    for ds, images, labels in ((train, splits.train_images, splits.train_labels),
+                               (test, splits.test_images, splits.test_labels)):
+        for i in (0, 17, len(ds) - 1, np.int64(3)):
+            image, label = ds[i]
+            assert image.shape == (1, 28, 28) and image.dtype == torch.float32 and type(label) is int
+            assert torch.equal(image, images[int(i)]) and label == int(labels[int(i)])
+    assert float(train[0][0].min()) == 0.0 and float(train[0][0].max()) == 1.0
+    assert train.num_classes == 10 and "8000 images" in repr(train)
+    train.data[0] = 0  # each instance owns its tensors: editing one does not change later loads
+    assert not torch.equal(EmbeddedMNIST(train=True).data[0], train.data[0])
+    with pytest.raises(TypeError, match="train must be True or False, got str 'test'"):
+        EmbeddedMNIST(train="test")
+
+
+def test_transforms_and_data_loader_batches():
+    ds = EmbeddedMNIST(train=False, transform=lambda x: x[:, ::2, ::2], target_transform=lambda y: y + 100)
+    image, label = ds[5]
+    assert image.shape == (1, 14, 14) and label == int(EmbeddedMNIST(train=False).targets[5]) + 100
+    images, labels = next(iter(DataLoader(EmbeddedMNIST(), batch_size=32, shuffle=True,
+                                          generator=torch.Generator().manual_seed(0))))
+    assert images.shape == (32, 1, 28, 28) and images.dtype == torch.float32 and labels.dtype == torch.int64
+    with pytest.raises(TypeError, match="transform must be callable or None, got int"):
+        EmbeddedMNIST(transform=3)
+
+
+def test_idx_dataset_reads_a_pair_of_files(tmp_path):
+    folder = fake_mnist(tmp_path / "mnist", n_train=10)
+    ds = IDXDataset(folder / "train-images-idx3-ubyte.gz", folder / "train-labels-idx1-ubyte.gz")
+    raw = read_idx(folder / "train-images-idx3-ubyte.gz")
+    assert isinstance(ds, TorchDataset) and len(ds) == 10 and ds.num_classes == 10
+    image, label = ds[3]
+    assert torch.equal(image[0], torch.from_numpy(raw[3]).float() / 255) and label == int(ds.targets[3])
+    assert IDXDataset(folder / "train-images-idx3-ubyte.gz", folder / "train-labels-idx1-ubyte.gz",
+                      num_classes=12).num_classes == 12
+    x, y = ds.tensors()
+    assert x.shape == (10, 1, 28, 28) and torch.equal(y, ds.targets)
+    with pytest.raises(FileNotFoundError, match="IDX file not found"):
+        IDXDataset(folder / "nope", folder / "train-labels-idx1-ubyte.gz")
+    write_idx(tmp_path / "float-labels", np.zeros(10), 0x0D)
+    with pytest.raises(ValueError, match="float-labels: expected integer labels of shape"):
+        IDXDataset(folder / "train-images-idx3-ubyte.gz", tmp_path / "float-labels")
+
+
+# -- labels are class indices ------------------------------------------------------------------------------
+def test_a_label_byte_of_200_names_the_file_and_the_value(tmp_path):
+    folder = fake_mnist(tmp_path / "bad-train", n_train=10)
+    labels = np.arange(10, dtype=np.uint8)
+    labels[7] = 200
+    write_idx(folder / "train-labels-idx1-ubyte", labels, 0x08, gz=True)
+    where = re.escape(str(folder / "train-labels-idx1-ubyte.gz"))
+    with pytest.raises(ValueError, match=where + r": the labels skip classes 7, 10\.\.199 \(largest label 200, at "
+                                              r"index 7\).*pass num_classes=201"):
+        load_dataset(folder)
+    assert load_idx_dir(folder, num_classes=201).num_classes == 201  # a gap that is meant
+    with pytest.raises(ValueError, match=where + r": label 200 at index 7 is not a class index in 0\.\.9"):
+        load_idx_dir(folder, num_classes=10)
+
+    folder = fake_mnist(tmp_path / "bad-test", n_train=10)
+    write_idx(folder / "t10k-labels-idx1-ubyte", np.array([0, 1, 200, 3], np.uint8), 0x08, gz=True)
+    with pytest.raises(ValueError, match=re.escape(str(folder / "t10k-labels-idx1-ubyte.gz"))
+                       + r": label 200 at index 2 is not a class index in 0\.\.9"):
+        load_idx_dir(folder)
+
+
+def test_label_checks():
+    assert check_labels(np.array([2, 0, 1, 1])) == 3 and check_labels(np.array([], np.int64)) == 0
+    assert check_labels(torch.tensor([0, 1]), num_classes=np.int64(5)) == 5
+    with pytest.raises(ValueError, match=r"lab: label -1 at index 1 is negative"):
+        check_labels(np.array([0, -1, 1], np.int8), where="lab")
+    with pytest.raises(ValueError, match=r"skip classes 1, 3\.\.5, 7 \(largest label 8"):
+        check_labels(np.array([0, 2, 6, 8]))
+    with pytest.raises(ValueError, match="num_classes must be a positive int, got 0"):
+        check_labels(np.array([0]), num_classes=0)
+    with pytest.raises(ValueError, match=r"expected uint8 images of shape \(N, H, W\), got torch.float32"):
+        ImageDataset(torch.zeros(2, 3, 3), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="expected integer labels"):
+        ImageDataset(torch.zeros(2, 3, 3, dtype=torch.uint8), torch.tensor([0.0, 1.0]))
+
+
+def test_the_class_count_survives_subsets_and_the_old_name_still_imports():
+    full = load_dataset(None, num_classes=12)
+    assert full.num_classes == 12 and subset(full, 10, 10).num_classes == 12
+    small = subset(load_embedded_mnist(), 5, 5)
+    assert small.num_classes == 10  # declared by the data set, not read off the 10 labels kept
+    with pytest.raises(ValueError, match="label 9 at index"):
+        load_dataset(None, num_classes=9)
+    with pytest.warns(DeprecationWarning, match="renamed ImageSplits"):
+        from qucnn.datasets import Dataset
+    assert Dataset is ImageSplits

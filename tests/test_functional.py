@@ -240,3 +240,13 @@ def test_autocast_does_not_lower_the_fidelities(dtype):
         out = layer(x)
     assert out.dtype == torch.float32 and torch.allclose(out, expected, atol=1e-6)
     assert bool((out > 0).all())
+
+
+def test_raw_pixels_in_half_precision_give_fidelities_not_zeros():
+    # issue 16's report, verbatim: QuConv2d(1,8,4)(torch.randint(0,256,(1,1,8,8)).half()) was all zeros
+    x = torch.randint(0, 256, (1, 1, 8, 8), generator=torch.Generator().manual_seed(16)).half()
+    layer = QuConv2d(1, 8, 4, generator=torch.Generator().manual_seed(0))
+    out = layer(x)
+    expected = layer.double()(x.double() / 255)
+    assert out.shape == (1, 8, 5, 5) and out.dtype == torch.float16 and bool((out > 0).all())
+    assert (out.double() - expected).abs().max() <= HALF_TOL[torch.float16]

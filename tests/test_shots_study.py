@@ -9,18 +9,18 @@ import torch
 
 from qucnn.analysis.shots import Setting, build_network, default_settings, shots_needed, shots_saving, train_setting
 from qucnn.cli import main
-from qucnn.datasets import Dataset
+from qucnn.datasets import ImageSplits
 
 TINY = dict(filters=2, kernel=4, stride=4, layers=1, epochs=1, train=48, test=32, batch_size=16, lr=0.05)
 
 
 @pytest.fixture(scope="module")
-def data() -> Dataset:
+def data() -> ImageSplits:
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(80, 1, 12, 12, generator=gen)
     x[:, :, :4, :4] = 0  # all-zero patches: never run, never billed
     y = torch.randint(0, 3, (80,), generator=gen)
-    return Dataset(x[:48], y[:48], x[48:], y[48:], "random")
+    return ImageSplits(x[:48], y[:48], x[48:], y[48:], "random")
 
 
 def test_default_settings_cover_the_issue():

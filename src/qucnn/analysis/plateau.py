@@ -146,6 +146,7 @@ class Cell:
     grad_last: Tensor
 
     def grad(self, param: str) -> Tensor:
+        """The sampled gradients ``(samples,)`` of the ``"first"`` or ``"last"`` ansatz parameter."""
         return {"first": self.grad_first, "last": self.grad_last}[param]
 
 

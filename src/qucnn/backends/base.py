@@ -63,6 +63,7 @@ class Filters:
 
     @property
     def n_qubits(self) -> int:
+        """Qubits per filter state (from the angles' shape, else from the state vectors' length)."""
         return int(self.theta.shape[-2]) if self.theta is not None else int(self.states.shape[-1]).bit_length() - 1
 
     def flatten(self) -> "Filters":

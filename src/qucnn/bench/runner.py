@@ -238,7 +238,11 @@ def markdown(result: dict) -> str:
     if result.get("targets"):
         lines += ["### Targets (ratios from this run)", "", "| target | value | met |", "|---|---|---|"]
         for t in result["targets"]:
-            met = "-" if t["met"] is None else ("yes" if t["met"] else "NO")
+            if t["met"] is None:
+                missing = t.get("missing") or []
+                met = "not evaluated" + (f" (not run: {', '.join(missing)})" if missing else "")
+            else:
+                met = "yes" if t["met"] else "NO"
             value = "-" if t["value"] is None else f"{t['value']:.4g}"
             lines.append(f"| {t['name']} | {value} | {met} |")
         lines.append("")

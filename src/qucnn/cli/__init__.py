@@ -19,6 +19,7 @@ COMMANDS = (reproduce, train, bench, circuits, noise, analyze, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``qucnn`` argument parser, with one subcommand per module of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="qucnn",
         description="QuCNN: quantum convolutional layers with SWAP-test filters and "
@@ -32,8 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``qucnn ARGV`` (default ``sys.argv[1:]``) and return its exit status (0, 2 for a usage error, 130
+    for Ctrl-C).
+
+    Example:
+        main(["train", "--epochs", "1", "--out", "results/try"])
+    """
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # what a resume hint repeats
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0

@@ -13,6 +13,7 @@ from ..analysis.plateau import check_study
 from ..datasets import load_embedded_mnist
 from ..utils.checks import UsageError
 from ..utils.devices import resolve_device
+from ..utils.files import atomic_write_text, check_writable_file
 
 QUICK = {"qubits": "2,4,6", "depths": "1-3", "samples": 256}
 DEFAULTS = {"qubits": "2,4,6,8", "depths": "1-12", "samples": 2000}
@@ -80,9 +81,14 @@ def _register_shots(sub) -> None:
 ANALYSES = (_register_plateau, _register_shots)
 
 
+def _output(args, default_name: str) -> Path:
+    """The JSON path of an analysis (``--json``, or ``--out``/``default_name``), checked writable before any work."""
+    if args.json:
+        return check_writable_file(args.json, "--json")
+    return check_writable_file(Path(args.out) / default_name, "--out")
+
+
 def run_plateau(args) -> int:
-
-
     preset = QUICK if args.quick else DEFAULTS
     qubits = parse_int_list(args.qubits or preset["qubits"], "--qubits")
     depths = parse_int_list(args.depths or preset["depths"], "--depths")
@@ -90,18 +96,15 @@ def run_plateau(args) -> int:
     check_study(qubits, depths, samples, args.channels, args.batch_size)  # fail before loading anything
 
     device = resolve_device(args.device)
-    json_path = Path(args.json) if args.json else Path(args.out) / "plateau.json"
+    json_path = _output(args, "plateau.json")
     png_path = json_path.with_suffix(".png")
-
-
     images = load_embedded_mnist().train_images
     result = plateau_study(images, qubits, depths, samples=samples, seed=args.seed, channels=args.channels,
                            device=device, batch_size=args.batch_size, progress=True)
     result["command"] = (f"qucnn analyze plateau --qubits {','.join(map(str, qubits))} --depths "
                          f"{','.join(map(str, depths))} --samples {samples} --seed {args.seed} "
                          f"--channels {args.channels}")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=1))
+    atomic_write_text(json_path, json.dumps(result, indent=1))
     plot_plateau(result, png_path)
 
     print(f"decay base b of Var ~ b^-n over n = {qubits} (Haar 2-design: b = 4)")
@@ -135,11 +138,10 @@ def run_shots(args) -> int:
             if value < 1:
                 raise UsageError(f"--{key} must be a positive int, got {value}")
             sizes[key] = value
-    json_path = Path(args.json) if args.json else Path(args.out) / "shots.json"
+    json_path = _output(args, "shots.json")
     settings = shots_analysis.quick_settings() if args.quick else shots_analysis.default_settings()
     result = shots_analysis.shots_study(settings, load_embedded_mnist(), seed=args.seed, **sizes)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=1))
+    atomic_write_text(json_path, json.dumps(result, indent=1))
     shots_analysis.plot_shots(result, json_path.with_suffix(".png"))
     print(f"{'setting':<28} {'accuracy':>9} {'gradient shots':>15} {'seconds':>8}")
     for row in result["rows"]:

@@ -10,6 +10,7 @@ from tqdm import tqdm
 from ..bench import markdown, write
 from ..bench import run as run_bench
 from ..utils.checks import UsageError
+from ..utils.files import check_writable_file
 
 
 def register(subparsers) -> None:
@@ -36,6 +37,8 @@ def run(args) -> int:
         if args.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.json:
+        check_writable_file(args.json, "--json")
     workloads = ["w1", "w2", "w3", "w4"] if args.workload == "all" else [args.workload]
     bar = tqdm(desc="qucnn bench", unit="sample", file=sys.stderr, leave=False)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import torch
 
 from ..core.encoding import num_qubits_for
 from ..datasets import load_embedded_mnist
 from ..utils.checks import UsageError
+from ..utils.files import atomic_write_text, check_writable_dir
 
 
 def register(subparsers) -> None:
@@ -40,6 +40,9 @@ def run(args) -> int:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     from ..qiskit import circuit_resources, example_circuits, to_qasm3  # MissingExtraError naming qucnn[qiskit]
 
+    qasm_dir = check_writable_dir(args.qasm, "--qasm")
+    out_dir = check_writable_dir(args.out, "--out") if args.out else qasm_dir
+
     gen = torch.Generator().manual_seed(args.seed)
     n = num_qubits_for(args.kernel**2)
     theta = 2 * math.pi * torch.rand(args.layers, n, 2, generator=gen, dtype=torch.float64)
@@ -48,13 +51,10 @@ def run(args) -> int:
     patches = torch.nn.functional.unfold(image[None, None], k).transpose(1, 2)[0]  # (L, k*k)
     where = int(patches.norm(dim=1).argmax())  # the patch with the most ink
     patch = patches[where]
-    qasm_dir, out_dir = Path(args.qasm), Path(args.out or args.qasm)
-    qasm_dir.mkdir(parents=True, exist_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
     table = {}
     print(f"{'circuit':<20} {'qubits':>6} {'cx line':>8} {'depth line':>10} {'cx all':>7} {'depth all':>9}")
     for kind, circuit in example_circuits(patch, theta, upstream=args.upstream).items():
-        (qasm_dir / f"{kind}.qasm").write_text(to_qasm3(circuit) + "\n")
+        atomic_write_text(qasm_dir / f"{kind}.qasm", to_qasm3(circuit) + "\n")
         table[kind] = res = circuit_resources(circuit, seed=args.seed)
         print(f"{kind:<20} {res['qubits']:>6} {res['cx']:>8} {res['depth']:>10} {res['cx_all_to_all']:>7} "
               f"{res['depth_all_to_all']:>9}")
@@ -64,6 +64,6 @@ def run(args) -> int:
             "basis": ["rz", "sx", "x", "cx"], "coupling": "line of `qubits` qubits (and all-to-all)",
             "optimization_level": 2, "theta": theta.tolist()}
     path = out_dir / "resources.json"
-    path.write_text(json.dumps({"meta": meta, "circuits": table}, indent=1) + "\n")
+    atomic_write_text(path, json.dumps({"meta": meta, "circuits": table}, indent=1) + "\n")
     print(f"wrote {len(table)} .qasm files to {qasm_dir} and {path}")
     return 0

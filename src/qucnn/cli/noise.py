@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..experiments.noise import run_noise
+from ..utils.files import check_writable_dir
 
 
 def register(subparsers) -> None:
@@ -27,6 +28,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    check_writable_dir(args.out, "--out")
     result = run_noise(Path(args.out), quick=args.quick, seed=args.seed, p1=args.p1, p2=args.p2,
                        readout=args.readout, shots=args.shots)
     noise = result["noise_model"]

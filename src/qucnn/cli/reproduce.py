@@ -9,6 +9,7 @@ from pathlib import Path
 from ..experiments import reproduce
 from ..experiments.common import EXPERIMENTS, Config, aer_hook
 from ..utils.checks import UsageError
+from ..utils.files import check_writable_dir
 
 EXPERIMENT_CHOICES = ("forward", "backprop", "learn", "circuits", "all")
 
@@ -53,8 +54,8 @@ def run(args) -> int:
     config = Config(out=Path(args.out), quick=args.quick, data=args.data, device=args.device, seed=args.seed,
                     upstream=args.upstream, data_state=args.data_state, learn_shots=args.learn_shots,
                     backend=args.backend, noise=args.noise).validated()
+    check_writable_dir(config.out, "--out")  # fail before any experiment, not when the first one saves
     if config.backend == "aer":
-
         aer_hook()  # fail now, not after the first experiment, if Qiskit is missing
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     start = time.perf_counter()

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import time
+from pathlib import Path
 
 from ..nn.functional import GRADIENT_MODES
 from ..nn.models import DEFAULT_HEAD, HEAD_TOKENS, MODEL_KINDS
@@ -63,6 +66,9 @@ def register(subparsers) -> None:
     d = p.add_argument_group("data and devices")
     d.add_argument("--data", default=None,
                    help="directory of IDX files (MNIST / Fashion-MNIST layout); default the embedded MNIST")
+    d.add_argument("--classes", type=int, default=None,
+                   help="number of classes; labels must lie in 0..N-1 (default: from the labels, which must then "
+                        "be 0..K-1 without gaps)")
     d.add_argument("--limit-train", type=int, default=None, help="use the first N training images")
     d.add_argument("--limit-test", type=int, default=None, help="use the first N test images")
     d.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N); default cpu")
@@ -82,10 +88,25 @@ def register(subparsers) -> None:
                    help="stop after N optimizer steps as if killed, without final files (for resume drills)")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
     o.add_argument("--no-plot", action="store_true", help="no learning-curve PNG")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, resume_hint=resume_hint)
+
+
+def resume_hint(args) -> str:
+    """After Ctrl-C: the command that continues from this run's last checkpoint, or that there is none yet."""
+    out = Path(args.out)
+    dirs = [out / kind for kind in MODEL_KINDS] if args.compare else [out]
+    started = getattr(args, "started", float("inf"))
+    # A checkpoint is this run's if the run resumed from it or wrote it (an --overwrite run finds an old one).
+    ours = [d for d in dirs if (d / "checkpoint.pt").exists()
+            and (args.resume or (d / "checkpoint.pt").stat().st_mtime >= started)]
+    if not ours:
+        return f"no checkpoint written yet in {out}; run the same command again to start over"
+    argv = [a for a in args.argv if a not in ("--overwrite", "--resume")] + ["--resume"]
+    return "continue with: qucnn " + shlex.join(argv)
 
 
 def run(args) -> int:
+    args.started = time.time()
     cfg = TrainConfig(
         kind=args.kind, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
         filters=args.filters, kernel=args.kernel, stride=args.stride, layers=args.layers, shots=args.shots,
@@ -93,7 +114,8 @@ def run(args) -> int:
         head=args.head, device=args.device, dtype=args.dtype, seed=args.seed, data=args.data,
         limit_train=args.limit_train, limit_test=args.limit_test, out=args.out, resume=args.resume,
         overwrite=args.overwrite, checkpoint_every=args.checkpoint_every, compare=args.compare, nproc=args.nproc,
-        max_steps=args.max_steps, threads=args.threads, progress=not args.no_progress, plot=not args.no_plot)
+        max_steps=args.max_steps, threads=args.threads, progress=not args.no_progress, plot=not args.no_plot,
+        classes=args.classes)
     metrics = train(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -104,6 +126,7 @@ def run(args) -> int:
     print(f"data: {metrics['data']['name']} ({metrics['data']['train']} train / {metrics['data']['test']} test), "
           f"{metrics['world_size']} process(es) on {metrics['device']}")
     print(summary_table(runs))
-    print(f"wrote {args.out}/metrics.json, learning_curve.png, model.pt"
+    written = ["metrics.json"] + ([] if args.no_plot else ["learning_curve.png"]) + ["model.pt"]
+    print(f"wrote {args.out}/{', '.join(written)}"
           + (" (+ quantum/, frozen/, classical/)" if args.compare else ", checkpoint.pt"))
     return 0

@@ -154,6 +154,7 @@ class Op:
 
     @property
     def spec(self) -> Gate:
+        """The registry record (:data:`GATES`) of this operation's gate."""
         return GATES[self.gate]
 
     def matrix(self, dtype: torch.dtype, device: torch.device | None = None) -> Tensor:

@@ -27,14 +27,17 @@ SWAP_ANCILLA = 0
 
 
 def data_wires(n: int) -> tuple[int, ...]:
+    """The data register ``1..n`` of an ``n``-qubit SWAP test (0 is the ancilla)."""
     return tuple(range(1, n + 1))
 
 
 def filter_wires(n: int) -> tuple[int, ...]:
+    """The filter register ``n+1..2n`` of an ``n``-qubit SWAP test."""
     return tuple(range(n + 1, 2 * n + 1))
 
 
 def backprop_ancilla(n: int) -> int:
+    """The extra ancilla ``b = 2n+1`` of the entanglement (Eq. 15) circuit."""
     return 2 * n + 1
 
 

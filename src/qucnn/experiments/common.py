@@ -102,6 +102,7 @@ class Config:
 
     @property
     def torch_device(self) -> torch.device:
+        """``device`` resolved to a ``torch.device`` (a ``UsageError`` if it is not available)."""
         return resolve_device(self.device)
 
     def generator(self, name: str) -> torch.Generator:
@@ -123,6 +124,7 @@ class Config:
         return self.out / f"{stem}{suffix}.png"
 
     def describe(self) -> dict:
+        """The configuration as a JSON-ready dict (recorded in metrics.json)."""
         d = asdict(self)
         d["out"] = str(self.out)
         return d
@@ -274,6 +276,7 @@ def load_metrics(out: Path) -> dict:
 
 
 def save_metrics(out: Path, metrics: dict) -> Path:
+    """Write ``metrics`` as ``OUT/metrics.json`` (strict JSON: no NaN); return its path."""
     path = Path(out) / METRICS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(jsonable(metrics), indent=1, allow_nan=False) + "\n")

@@ -58,6 +58,7 @@ class FilterNet(nn.Module):
         self.fc = nn.Linear(pooled * pooled, classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Class logits ``(B, classes)`` of images ``(B, 1, H, W)``."""
         return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
 
 

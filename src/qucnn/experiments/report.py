@@ -279,6 +279,7 @@ def build_report(metrics: dict) -> str:
 
 
 def write_report(out: Path, metrics: dict) -> Path:
+    """Write :func:`build_report` of ``metrics`` as ``OUT/report.md``; return its path."""
     path = Path(out) / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(build_report(metrics))

@@ -42,6 +42,7 @@ class QuantumCost:
         return self.shots is None and self.circuits > 0
 
     def as_dict(self) -> dict:
+        """The fields as a plain dict (for JSON)."""
         return asdict(self)
 
 

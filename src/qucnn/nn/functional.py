@@ -153,8 +153,11 @@ def quconv2d(x: Tensor, theta: Tensor, kernel_size, stride=1, padding=0, *, dila
         x: real images ``(B, C, H, W)`` or one image ``(C, H, W)``, any float dtype (half precision is
             computed in float32; autocast does not lower it).
         theta: filter angles ``(O, L, n, 2)`` with ``n = ceil(log2(C * kh * kw))`` (``[..., 0]`` RX, ``[..., 1]`` RZ).
-        kernel_size, stride, padding, dilation, padding_mode: as ``torch.nn.functional.conv2d`` / ``nn.Conv2d``
-            (``padding`` may be ``"valid"`` or ``"same"``).
+        kernel_size: ``k`` or ``(kh, kw)``, as ``nn.Conv2d``.
+        stride: as ``torch.nn.functional.conv2d``.
+        padding: an int, a pair, ``"valid"`` or ``"same"``, as ``nn.Conv2d``.
+        dilation: as ``torch.nn.functional.conv2d``.
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``, as ``nn.Conv2d``.
         layers: if given, checked against ``theta.shape[1]``.
         shots: ``None`` for exact fidelities, or ``S`` shots per output.
         gradient: one of :data:`GRADIENT_MODES` (see the module docstring).

@@ -27,8 +27,12 @@ class QuConv2d(nn.Module):
     """A quantum convolution: ``out_channels`` filter states SWAP-tested against every patch.
 
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, padding_mode, device, dtype: as
-            :class:`torch.nn.Conv2d` (``padding`` may be ``"valid"`` or ``"same"``).
+        in_channels: channels ``C`` of the input, as :class:`torch.nn.Conv2d`.
+        out_channels: filters, one quantum state each.
+        kernel_size: ``k`` or ``(kh, kw)``: a patch has ``C * kh * kw`` values.
+        stride: as :class:`torch.nn.Conv2d`.
+        padding: an int, a pair, ``"valid"`` or ``"same"``, as :class:`torch.nn.Conv2d`.
+        dilation: as :class:`torch.nn.Conv2d`.
         layers: depth ``L`` of the Fig. 1 ansatz; ``theta`` has shape ``(out_channels, L, n_qubits, 2)``.
         shots: ``None`` for exact fidelities, or ``S`` shots per output (the binomial estimate of Eq. 2;
             gradients are then those of the expectation, a straight-through estimator).
@@ -40,6 +44,9 @@ class QuConv2d(nn.Module):
         generator: ``torch.Generator`` for the initial angles and every shot draw (seeded runs).
         backend: where the circuits run: a name from :func:`qucnn.backends.available_backends` (default
             ``"torch"``) or a :class:`~qucnn.backends.Backend`.
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``, as :class:`torch.nn.Conv2d`.
+        device: where ``theta`` is created, as :class:`torch.nn.Conv2d`.
+        dtype: the float dtype of ``theta``, as :class:`torch.nn.Conv2d`.
 
     Shapes: input ``(B, C, H, W)`` (or ``(C, H, W)``) real; output ``(B, out_channels, H', W')`` with
     ``nn.Conv2d``'s size ``H' = floor((H + 2 p - d (kh - 1) - 1) / s) + 1``. ``n_qubits = ceil(log2(C*kh*kw))``.
@@ -106,6 +113,7 @@ class QuConv2d(nn.Module):
             self.theta.copy_(2 * math.pi * angles)
 
     def extra_repr(self) -> str:
+        """The settings shown in ``repr(layer)``, as ``nn.Conv2d`` shows its own."""
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
              f", padding={self.padding}")
         if self.dilation != (1, 1):

@@ -71,6 +71,7 @@ class GlobalBatchNorm(nn.BatchNorm2d):
             raise UsageError(f"GlobalBatchNorm expects (B, C) or (B, C, H, W), got {tuple(x.shape)}")
 
     def forward(self, x: Tensor) -> Tensor:
+        """Batch-normalised ``x`` ``(B, C, ...)``; in training, statistics over the global batch of all ranks."""
         self._check_input_dim(x)
         if not self.training or _distributed_world() == 1:
             return super().forward(x)
@@ -116,9 +117,11 @@ class GlobalDropout(nn.Module):
         self.shard: tuple[int, int] | None = None
 
     def extra_repr(self) -> str:
+        """``p=...`` in ``repr``."""
         return f"p={self.p}"
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x`` with dropout masks drawn per global example (the same on any number of ranks) while training."""
         if not self.training or self.p == 0:
             return x
         offset, total = (0, x.shape[0]) if self.shard is None else self.shard
@@ -248,6 +251,7 @@ class HybridNet(nn.Module):
         return self.first if isinstance(self.first, QuConv2d) else None
 
     def forward(self, x: Tensor) -> Tensor:
+        """Class logits ``(B, num_classes)`` of images ``(B, C, H, W)``: the first layer, then the head."""
         return self.head(self.first(x))
 
 

@@ -28,7 +28,8 @@ SCHEDULES = ("onecycle", "constant")
 #: Options that define the computation; ``--resume`` must repeat them (``epochs`` too, unless the
 #: schedule is constant).
 RUN_KEYS = ("epochs", "batch_size", "lr", "schedule", "filters", "kernel", "stride", "layers", "shots", "gradient",
-            "gradient_shots", "gradient_budget", "head", "dtype", "seed", "data", "limit_train", "limit_test")
+            "gradient_shots", "gradient_budget", "head", "dtype", "seed", "data", "limit_train", "limit_test",
+            "classes")
 EVAL_BATCH = 500
 
 
@@ -76,13 +77,14 @@ class TrainConfig:
     progress: bool = True
     plot: bool = True
     threads: int | None = None
+    classes: int | None = None  # number of classes (labels are checked against it); None: from the labels
 
     def validate(self) -> None:
         """Raise UsageError/TypeError naming the bad option (nothing is read or written)."""
         for name in ("epochs", "batch_size", "filters", "kernel", "stride", "layers", "nproc"):
             setattr(self, name, positive_int(getattr(self, name), name))
         for name in ("shots", "gradient_shots", "gradient_budget", "limit_train", "limit_test",
-                     "checkpoint_every", "max_steps", "threads"):
+                     "checkpoint_every", "max_steps", "threads", "classes"):
             setattr(self, name, optional_positive_int(getattr(self, name), name))
         self.seed = positive_int(self.seed, "seed", 0)
         for name, allowed in (("kind", MODEL_KINDS), ("gradient", GRADIENT_MODES), ("schedule", SCHEDULES),
@@ -106,6 +108,7 @@ class TrainConfig:
                 "gradient_budget": self.gradient_budget, "seed": self.seed, "head": self.head}
 
     def as_dict(self) -> dict:
+        """The configuration as a JSON-ready dict (``data`` as an absolute path), as checkpoints record it."""
         d = dataclasses.asdict(self)
         d["data"] = None if self.data is None else str(Path(self.data).resolve())
         return d

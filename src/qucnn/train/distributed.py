@@ -36,10 +36,12 @@ class DistContext:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the process that writes files and prints."""
         return self.rank == 0
 
     @property
     def enabled(self) -> bool:
+        """More than one process."""
         return self.world > 1
 
 
@@ -90,6 +92,7 @@ def shutdown(ctx: DistContext, barrier: bool = False) -> None:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for the rendezvous of spawned processes)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

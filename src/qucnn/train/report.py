@@ -21,6 +21,7 @@ PHASES = ("forward", "backward")
 
 
 def zero_cost() -> dict:
+    """A quantum cost of nothing: ``{phase: {"circuits": 0, "shots": 0}}`` for every phase."""
     return {phase: {"circuits": 0, "shots": 0} for phase in PHASES}
 
 
@@ -44,6 +45,7 @@ def cost_to_vector(cost: dict) -> list[int]:
 
 
 def cost_from_vector(vec: list) -> dict:
+    """The inverse of :func:`cost_to_vector`: a cost dict from its flat ``[circuits, shots, exact] * phases``."""
     out = {}
     for i, phase in enumerate(PHASES):
         circuits, shots, exact = (int(v) for v in vec[3 * i: 3 * i + 3])

@@ -35,7 +35,7 @@ from .loop import fit
 
 
 def _load_data(cfg: TrainConfig):
-    return subset(load_dataset(cfg.data), cfg.limit_train, cfg.limit_test)
+    return subset(load_dataset(cfg.data, cfg.classes), cfg.limit_train, cfg.limit_test)
 
 
 def _run_dirs(cfg: TrainConfig) -> dict[str, Path | None]:

@@ -69,21 +69,51 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
-def check_writable_dir(path: str | Path, option: str = "--out") -> Path:
-    """Make sure ``path`` is, or can become, a writable folder; ``UsageError`` naming ``option`` otherwise.
-
-    Creates the folder (and its parents) and writes and removes a probe file, so a run that would fail
-    only when it saves its results fails before any work instead.
-    """
-    path = Path(path)
+def _folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be made a writable folder, or ``None``; creates it (and its parents) if missing."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{existing} is a file, not a folder"
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".qucnn-write-probe.", dir=path)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise UsageError(f"{option} {path}: not a writable folder ({err.strerror or err})") from None
+        return str(err.strerror or err)
+    return None
+
+
+def check_writable_dir(path: str | Path, option: str = "--out") -> Path:
+    """Make sure ``path`` is, or can become, a writable folder; ``UsageError`` naming ``option`` otherwise.
+
+    Creates the folder (and its parents) and writes and removes a probe file, so a run that would fail
+    only when it saves its results fails before any work instead.
+
+    Example:
+        check_writable_dir("results/train", "--out")
+    """
+    path = Path(path)
+    problem = _folder_problem(path)
+    if problem:
+        raise UsageError(f"{option} {path}: not a writable folder ({problem})")
     return path
 
 
-__all__ = ["atomic_save", "atomic_write", "atomic_write_text", "check_writable_dir"]
+def check_writable_file(path: str | Path, option: str = "--json") -> Path:
+    """Make sure a file can be written at ``path`` (its folder is, or can become, writable, and ``path`` is
+    not a folder); ``UsageError`` naming ``option`` and ``path`` otherwise. See :func:`check_writable_dir`.
+
+    Example:
+        check_writable_file("results/bench.json", "--json")
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a folder; give the path of a file to write")
+    problem = _folder_problem(path.parent)
+    if problem:
+        raise UsageError(f"{option} {path}: cannot write into {path.parent} ({problem})")
+    return path
+
+
+__all__ = ["atomic_save", "atomic_write", "atomic_write_text", "check_writable_dir", "check_writable_file"]

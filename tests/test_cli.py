@@ -1,0 +1,138 @@
+"""The command line as a user meets it: unwritable outputs fail before any work (exit 2, one line), Ctrl-C
+ends with one line saying how to resume (exit 130), bad labels stop ``qucnn train``, messages are honest."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qucnn
+from qucnn import cli
+from qucnn.cli import train as train_cli
+
+SRC = str(Path(qucnn.__file__).resolve().parents[1])
+
+
+def _boom(*args, **kwargs):
+    raise AssertionError("work started before the output path was checked")
+
+
+#: (argv with {bad} for a path under a file, the function that would start the work, the option named)
+UNWRITABLE = {
+    "train": (["train", "--out", "{bad}", "--epochs", "1", "--limit-train", "64", "--no-progress"],
+              "qucnn.train.run.fit", "--out"),
+    "reproduce": (["reproduce", "forward", "--quick", "--out", "{bad}"], "qucnn.cli.reproduce.reproduce", "--out"),
+    "circuits --qasm": (["circuits", "--qasm", "{bad}"], "qucnn.cli.circuits.load_embedded_mnist", "--qasm"),
+    "circuits --out": (["circuits", "--qasm", "{ok}", "--out", "{bad}"], "qucnn.cli.circuits.load_embedded_mnist",
+                       "--out"),
+    "analyze plateau": (["analyze", "plateau", "--quick", "--out", "{bad}"], "qucnn.cli.analyze.load_embedded_mnist",
+                        "--out"),
+    "analyze plateau --json": (["analyze", "plateau", "--quick", "--json", "{bad}/p.json"],
+                               "qucnn.cli.analyze.load_embedded_mnist", "--json"),
+    "analyze shots": (["analyze", "shots", "--quick", "--out", "{bad}"], "qucnn.cli.analyze.load_embedded_mnist",
+                      "--out"),
+    "noise": (["noise", "--quick", "--out", "{bad}"], "qucnn.cli.noise.run_noise", "--out"),
+    "bench --json": (["bench", "--workload", "w1", "--quick", "--json", "{bad}/b.json"], "qucnn.cli.bench.run_bench",
+                     "--json"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNWRITABLE))
+def test_an_unwritable_output_fails_before_any_work(case, tmp_path, monkeypatch, capsys):
+    argv, work, option = UNWRITABLE[case]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(work, _boom)
+    argv = [a.format(bad=blocker / "sub", ok=tmp_path / "ok") for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"qucnn {argv[0]}: error: {option} {blocker / 'sub'}")
+    assert f"{blocker} is a file, not a folder" in err
+
+
+def test_a_json_path_that_is_a_folder_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("qucnn.cli.bench.run_bench", _boom)
+    assert cli.main(["bench", "--workload", "w1", "--json", str(tmp_path)]) == 2
+    assert f"--json {tmp_path}: is a folder; give the path of a file to write" in capsys.readouterr().err
+
+
+def _idx(path: Path, array: np.ndarray, code: int = 0x08) -> None:
+    header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(">u1").tobytes())
+
+
+def test_train_refuses_a_label_byte_of_200(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "idx"
+    data.mkdir()
+    labels = np.arange(20) % 10
+    labels[13] = 200
+    for prefix, n, y in (("train", 20, labels), ("t10k", 10, np.arange(10))):
+        _idx(data / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 8, 8)))
+        _idx(data / f"{prefix}-labels-idx1-ubyte", y)
+    monkeypatch.setattr("qucnn.train.run.fit", _boom)
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "out"), "--kernel", "2", "--no-progress"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{data / 'train-labels-idx1-ubyte'}: the labels skip classes" in err and "largest label 200" in err
+    assert not (tmp_path / "out").exists()
+
+
+def _hint_args(out: Path, **kw) -> argparse.Namespace:
+    args = dict(out=str(out), compare=False, kind="quantum", resume=False, started=time.time(),
+                argv=["train", "--out", str(out), "--overwrite", "--epochs", "2"])
+    return argparse.Namespace(**{**args, **kw})
+
+
+def test_resume_hint_names_only_this_runs_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    assert train_cli.resume_hint(_hint_args(out)).startswith("no checkpoint written yet")
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"")
+    old = time.time() - 60
+    os.utime(out / "checkpoint.pt", (old, old))  # an older run's, found by an --overwrite run
+    assert train_cli.resume_hint(_hint_args(out)).startswith("no checkpoint written yet")
+    hint = train_cli.resume_hint(_hint_args(out, resume=True))  # a resumed run continues from it
+    assert hint == f"continue with: qucnn train --out {shlex.quote(str(out))} --epochs 2 --resume"
+    (out / "checkpoint.pt").touch()  # written by this run, which started earlier
+    assert train_cli.resume_hint(_hint_args(out, started=time.time() - 5)).startswith("continue with: qucnn train")
+    compare = tmp_path / "cmp"
+    (compare / "frozen").mkdir(parents=True)
+    (compare / "frozen" / "checkpoint.pt").write_bytes(b"")
+    assert train_cli.resume_hint(_hint_args(compare, compare=True, started=time.time() - 5)).startswith("continue")
+
+
+def test_ctrl_c_prints_how_to_resume_and_the_resumed_run_finishes(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--out", str(out), "--limit-train", "256", "--limit-test", "32", "--filters", "2", "--epochs",
+            "2", "--batch-size", "32", "--checkpoint-every", "1", "--threads", "1", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "qucnn", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)  # 15 steps to go: the run is still training
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("qucnn train: interrupted; continue with: qucnn train --out ")
+    assert last.endswith(" --resume") and not (out / "metrics.json").exists()
+    resume = shlex.split(last.split("continue with: ", 1)[1])[1:]
+    assert cli.main(resume + ["--no-plot"]) == 0  # --no-plot: not part of what a resume must repeat
+    printed = capsys.readouterr().out
+    assert f"wrote {out}/metrics.json, model.pt, checkpoint.pt" in printed and "learning_curve" not in printed
+    assert (out / "metrics.json").exists() and not (out / "learning_curve.png").exists()
