@@ -11,7 +11,10 @@ import re
 import warnings
 from pathlib import Path
 
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the test extra installs tomli
+    import tomli as tomllib
 
 import qucnn
 
