@@ -79,6 +79,7 @@ class QiskitBackend(CircuitBackend):
         if not isinstance(mitigate_readout, bool):
             raise TypeError(f"mitigate_readout must be True or False, got {mitigate_readout!r}")
         self.mitigate_readout = mitigate_readout
+        self.jobs_run = 0  # sampler jobs since construction
         self.calibration_shots = positive_int(calibration_shots, "calibration_shots")
         self.fake_device = fake_device
         self.runner = SamplerRunner(sampler, fake_device=fake_device, noise_model=noise_model,
@@ -96,6 +97,7 @@ class QiskitBackend(CircuitBackend):
 
     def _sample(self, groups: list[tuple[CircuitRows, int]], seed: int) -> tuple[list[np.ndarray], dict]:
         outcomes = self.runner.run(groups, seed)
+        self.jobs_run += self.runner.last_jobs
         return outcomes, {"jobs": self.runner.last_jobs}
 
     def _estimates(self, rows: CircuitRows, shots: int, seed: int):

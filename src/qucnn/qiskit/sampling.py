@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -39,6 +41,7 @@ try:
     from qiskit import QuantumCircuit
     from qiskit.circuit.library import StatePreparation
     from qiskit.providers import BackendV2
+    from qiskit.providers.exceptions import QiskitBackendNotFoundError
     from qiskit.transpiler import Target, generate_preset_pass_manager
     from qiskit_aer import AerSimulator
     from qiskit_aer.noise import NoiseModel
@@ -53,13 +56,19 @@ METHODS = ("gates", "unitary")
 RUNTIME_MISSING = "fake IBM devices need qiskit-ibm-runtime: pip install qucnn[hardware]"
 
 
-def fake_device_names() -> list[str]:
-    """Names accepted as ``fake_device`` (``qiskit_ibm_runtime``'s fake provider, offline snapshots)."""
+def _provider():
     try:
         from qiskit_ibm_runtime.fake_provider import FakeProviderForBackendV2
     except ImportError as err:
         raise MissingExtraError(RUNTIME_MISSING) from err
-    return sorted(b.name for b in FakeProviderForBackendV2().backends())
+    return FakeProviderForBackendV2()
+
+
+def fake_device_names() -> list[str]:
+    """Names accepted as ``fake_device`` (``qiskit_ibm_runtime``'s fake provider: offline snapshots of IBM devices)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # some snapshots warn that their numbers are not typical
+        return sorted(b.name for b in _provider().backends())
 
 
 def resolve_fake_device(device) -> BackendV2:
@@ -68,12 +77,11 @@ def resolve_fake_device(device) -> BackendV2:
         return device
     if not isinstance(device, str):
         raise TypeError(f"fake_device must be a name like 'fake_torino' or a BackendV2, got {type(device).__name__}")
-    names = fake_device_names()
-    if device not in names:
-        raise UsageError(f"unknown fake device {device!r}; qiskit-ibm-runtime has: {', '.join(names)}")
-    from qiskit_ibm_runtime.fake_provider import FakeProviderForBackendV2
-
-    return FakeProviderForBackendV2().backend(device)
+    try:
+        return _provider().backend(device)
+    except QiskitBackendNotFoundError:
+        raise UsageError(f"unknown fake device {device!r}; qiskit-ibm-runtime has: "
+                         f"{', '.join(fake_device_names())}") from None
 
 
 class _Restricted:
@@ -273,7 +281,7 @@ class SamplerRunner:
 
     def _run_job(self, job, simulator, seed: int, groups, results) -> None:
         job_seed = int(np.random.SeedSequence([seed % 2**63, self.last_jobs]).generate_state(1, np.uint64)[0] >> 1)
-        pubs = [(c.circuit,) + (() if v is None else (v,)) + (s,) for _, _, c, v, s in job]
+        pubs = [(c.circuit, v, s) for _, _, c, v, s in job]
         answer = self._sampler(simulator, job_seed).run(pubs).result()
         self.last_jobs += 1
         for (g, first, compiled, values, _), pub in zip(job, answer):
@@ -301,7 +309,7 @@ class SamplerRunner:
             qc.measure(qubit, 0)
             circuits.append(qc)
         sampler = self._sampler(compiled.simulator, seed)
-        answer = sampler.run([(c, shots) for c in circuits]).result()
+        answer = sampler.run([(c, None, shots) for c in circuits]).result()
         ones = [float(pub.data[next(iter(pub.data.keys()))].bitcount().mean()) for pub in answer]
         self._calibration[key] = (ones[0], 1 - ones[1])
         return self._calibration[key] + (qubit, True)
