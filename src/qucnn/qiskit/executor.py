@@ -96,7 +96,6 @@ def sample_swap_tests(data, filters, shots: int, upstream=None, noise_model=None
     if bool((norms == 0).any()):
         raise UsageError("a filter row is all zero: it has no quantum state")
     f = f / norms
-    valid = encoded.abs().sum(1) > 0
     delta = None
     if upstream is not None:
         delta = _as_batch(torch.as_tensor(upstream).reshape(1, -1), "upstream", complex_ok=False)[0]

@@ -1,0 +1,37 @@
+"""``qucnn analyze hardware --quick``: the four settings train with every circuit on their backend and the JSON
+has the promised schema and sane numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qucnn.analysis import hardware
+from qucnn.cli import main
+
+
+def test_quick_hardware_study_writes_the_schema_and_sane_numbers(tmp_path, capsys):
+    assert main(["analyze", "hardware", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    result = json.loads((tmp_path / "hardware.json").read_text())
+    assert result["fake_device"] == "fake_torino" and (tmp_path / "hardware.png").stat().st_size > 10_000
+    rows = result["rows"]
+    assert [r["setting"] for r in rows] == list(hardware.SETTINGS)
+    assert all(set(r) == {"setting", "test_accuracy", "circuits", "shots", "wall_s"} for r in rows)
+    task = hardware.QUICK_TASK
+    exact, shots, noisy, mitigated = rows
+    assert exact["shots"] is None and all(0 <= r["test_accuracy"] <= 1 and r["wall_s"] > 0 for r in rows)
+    # the same data, weights and data order: the same circuits everywhere, each with its shots
+    assert exact["circuits"] == shots["circuits"] == noisy["circuits"] == mitigated["circuits"] > 0
+    assert all(r["shots"] == r["circuits"] * task.shots for r in (shots, noisy, mitigated))
+    readout = result["details"]["settings"]["noisy-mitigated"]["readout"]
+    assert readout and all(0 <= c["p10"] < 0.2 and 0 <= c["p01"] < 0.2 for c in readout)
+    assert result["details"]["distinct_nonzero_patches"] <= 15  # binarised 2x2 patches
+    assert "noisy-mitigated" in capsys.readouterr().out
+
+
+def test_hardware_refuses_bad_options(tmp_path, capsys):
+    assert main(["analyze", "hardware", "--fake-device", "fake_nowhere", "--out", str(tmp_path)]) == 2
+    assert "unknown fake device 'fake_nowhere'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown settings"):
+        hardware.hardware_study(hardware.QUICK_TASK, None, settings=("exact", "psychic"))
