@@ -35,3 +35,23 @@ def test_hardware_refuses_bad_options(tmp_path, capsys):
     assert "unknown fake device 'fake_nowhere'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown settings"):
         hardware.hardware_study(hardware.QUICK_TASK, None, settings=("exact", "psychic"))
+
+
+def test_train_through_aer_resumes_bit_for_bit_and_needs_shots(tmp_path, capsys):
+    import torch
+
+    args = ["train", "--backend", "aer", "--shots", "20", "--gradient", "parameter-shift", "--gradient-shots", "20",
+            "--filters", "1", "--kernel", "2", "--stride", "7", "--layers", "1", "--limit-train", "8",
+            "--limit-test", "8", "--batch-size", "4", "--epochs", "2", "--no-plot", "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--max-steps", "3", "--checkpoint-every", "1"]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--resume"]) == 0
+    a, b = (torch.load(tmp_path / d / "model.pt") for d in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the shot stream is checkpointed: Aer repeats itself
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    cost = metrics["final"]["quantum_cost"]
+    assert cost["backward"]["shots"] == 20 * cost["backward"]["circuits"] > 0
+    assert metrics["config"]["backend"] == "aer"
+    capsys.readouterr()
+    assert main(["train", "--backend", "pennylane", "--out", str(tmp_path / "c")]) == 2
+    assert "give shots" in capsys.readouterr().err

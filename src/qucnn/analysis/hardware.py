@@ -107,7 +107,7 @@ def train_setting(setting: str, task: HardwareTask, data: tuple[torch.Tensor, ..
     the details ``{"curve", "backend"[, "readout"]}``."""
     x_tr, y_tr, x_te, y_te = data
     exact = setting == "exact"
-    tic = time.perf_counter()
+    tic, cpu = time.perf_counter(), time.process_time()
     backend = make_backend(setting, fake_device, derive_seed(seed, "hardware-backend"))
     model = build_model("quantum", filters=task.filters, kernel=2, stride=2, layers=task.layers,
                         shots=None if exact else task.shots, gradient="autograd" if exact else "parameter-shift",
@@ -141,7 +141,8 @@ def train_setting(setting: str, task: HardwareTask, data: tuple[torch.Tensor, ..
            "circuits": sum(c["circuits"] for c in cost.values()),
            "shots": None if exact else sum(c["shots"] for c in cost.values()),
            "wall_s": round(time.perf_counter() - tic, 2)}
-    details = {"curve": curve, "backend": "torch" if exact else repr(backend)}
+    details = {"curve": curve, "backend": "torch" if exact else repr(backend),
+               "cpu_s": round(time.process_time() - cpu, 2)}
     if setting == "noisy-mitigated":
         details["readout"] = [{"physical_qubit": key[-1], "p10": p10, "p01": p01}
                               for key, (p10, p01) in backend.runner._calibration.items()]

@@ -137,6 +137,12 @@ class _Compiled:
         self.key = key  # identifies (simulator, register) for readout calibration
 
 
+#: Compiled state shared by the runners of one device and settings (the default sampler only): pass manager,
+#: templates, restricted noisy simulators, readout calibrations.
+_SHARED: dict[tuple, dict] = {}
+_SHARED_STATE = ("device", "pass_manager", "_simulator", "_templates", "_restricted", "_calibration")
+
+
 class SamplerRunner:
     """Compiles and runs circuit rows; see the module docstring. Arguments as :class:`~qucnn.backends.QiskitBackend`.
 
@@ -158,9 +164,23 @@ class SamplerRunner:
             raise UsageError(f"optimization_level must be 0, 1, 2 or 3, got {optimization_level!r}")
         self.sampler, self.method, self.overlap = sampler, method, overlap
         self.max_circuits_per_job = max_circuits_per_job
-        self.device = None if fake_device is None else resolve_fake_device(fake_device)
         self.noise_model = noise_model
-        level, seed = optimization_level, seed_transpiler
+        # One OpenMP thread per Aer job: these circuits have 5-10 qubits, and on a busy machine Aer's spinning
+        # threads cost ~2 s per small job (measured); aer_options={"max_parallel_threads": 0} restores Aer's choice.
+        self.aer_options = {"max_parallel_threads": 1, **(aer_options or {})}
+        shareable = sampler is None and noise_model is None and pass_manager is None and \
+            (fake_device is None or isinstance(fake_device, str))
+        key = (fake_device, optimization_level, seed_transpiler, method, overlap, tuple(sorted(self.aer_options.items())))
+        if shareable and key in _SHARED:  # the same device and settings: reuse its compiled circuits
+            self.__dict__.update(_SHARED[key])
+        else:
+            self._setup(sampler, fake_device, noise_model, optimization_level, pass_manager, seed_transpiler)
+            if shareable:
+                _SHARED[key] = {k: self.__dict__[k] for k in _SHARED_STATE}
+        self.last_jobs = 0
+
+    def _setup(self, sampler, fake_device, noise_model, level: int, pass_manager, seed: int) -> None:
+        self.device = None if fake_device is None else resolve_fake_device(fake_device)
         if pass_manager is not None:
             self.pass_manager = pass_manager
         elif self.device is not None:
@@ -174,15 +194,11 @@ class SamplerRunner:
                 target = sampler._backend.target
             self.pass_manager = generate_preset_pass_manager(level, target=target or AerSimulator().target,
                                                              seed_transpiler=seed)
-        # One OpenMP thread per Aer job: these circuits have 5-10 qubits, and on a busy machine Aer's spinning
-        # threads cost ~2 s per small job (measured); aer_options={"max_parallel_threads": 0} restores Aer's choice.
-        self.aer_options = {"max_parallel_threads": 1, **(aer_options or {})}
         self._simulator = None if sampler is not None or self.device is not None else \
             AerSimulator(noise_model=noise_model, **self.aer_options)
         self._templates: dict[tuple, _Compiled] = {}
         self._restricted: dict[tuple[int, ...], AerSimulator] = {}
         self._calibration: dict[tuple, tuple[float, float]] = {}
-        self.last_jobs = 0
 
     # -- compiling ------------------------------------------------------------------------------------
     def _compile(self, circuit: QuantumCircuit) -> _Compiled:
