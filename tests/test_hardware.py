@@ -55,3 +55,16 @@ def test_train_through_aer_resumes_bit_for_bit_and_needs_shots(tmp_path, capsys)
     capsys.readouterr()
     assert main(["train", "--backend", "pennylane", "--out", str(tmp_path / "c")]) == 2
     assert "give shots" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_w5_estimates_agree_within_shot_noise_and_qucnn_is_faster_than_qiskit_ml():
+    from qucnn.bench import run
+
+    result = run(["w5"], quick=True, repeats=1)
+    rows = [r for r in result["rows"] if r["workload"] == "w5"]
+    assert rows and not any(r.get("skipped") for r in rows), [r.get("note") for r in rows]
+    assert all(r["forward_max_sigmas"] < 5 and r["gradient_max_sigmas"] < 5 for r in rows)
+    for variant in ("binarised", "grey"):
+        speed = {r["impl"]: r["items_per_s"] for r in rows if r["variant"] == variant}
+        assert speed["qucnn-aer"] > speed["qiskit-ml"]

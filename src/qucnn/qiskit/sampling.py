@@ -57,6 +57,7 @@ RUNTIME_MISSING = "fake IBM devices need qiskit-ibm-runtime: pip install qucnn[h
 
 
 def _provider():
+    """qiskit-ibm-runtime's fake provider (its snapshots are offline files shipped with the package)."""
     try:
         from qiskit_ibm_runtime.fake_provider import FakeProviderForBackendV2
     except ImportError as err:
@@ -78,7 +79,9 @@ def resolve_fake_device(device) -> BackendV2:
     if not isinstance(device, str):
         raise TypeError(f"fake_device must be a name like 'fake_torino' or a BackendV2, got {type(device).__name__}")
     try:
-        return _provider().backend(device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # snapshots that warn their numbers are not typical
+            return _provider().backend(device)
     except QiskitBackendNotFoundError:
         raise UsageError(f"unknown fake device {device!r}; qiskit-ibm-runtime has: "
                          f"{', '.join(fake_device_names())}") from None
