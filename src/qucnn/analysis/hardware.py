@@ -180,7 +180,7 @@ def plot_hardware(result: dict, path) -> None:
     fig, (left, mid, right) = plt.subplots(1, 3, figsize=(14, 4))
     rows = result["rows"]
     names = [r["setting"] for r in rows]
-    left.bar(names, [r["test_accuracy"] for r in rows], color=["0.5", "C0", "C3", "C2"][:len(rows)])
+    left.bar(names, [r["test_accuracy"] for r in rows], color=[f"C{i}" for i in range(len(rows))])
     for i, r in enumerate(rows):
         left.text(i, r["test_accuracy"] / 2, f"{r['circuits']:.2g} circ\n{r['wall_s']:.0f} s", ha="center",
                   fontsize=8, color="white")
@@ -192,6 +192,8 @@ def plot_hardware(result: dict, path) -> None:
         epochs = [c["epoch"] for c in curve]
         mid.plot(epochs, [c["test_accuracy"] for c in curve], "o-", label=r["setting"])
         right.plot(epochs, [c["train_loss"] for c in curve], "o-", label=r["setting"])
+    for ax in (mid, right):
+        ax.xaxis.get_major_locator().set_params(integer=True)
     mid.set_xlabel("epoch")
     mid.set_ylabel("test accuracy")
     right.set_xlabel("epoch")
