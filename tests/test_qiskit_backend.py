@@ -176,3 +176,14 @@ def test_circuit_backends_refuse_what_they_cannot_do():
     complex_states = torch.randn(1, 4, dtype=torch.complex128)
     with pytest.raises(ValueError, match="complex filter states"):
         PennyLaneBackend().circuits(torch.rand(2, 4), Filters(states=complex_states), shots=10)
+
+
+def test_the_ledger_records_wall_time_of_circuit_backends_in_both_phases(problem):
+    layer, x = problem
+    layer.backend, layer.shots, layer.gradient, layer.gradient_shots = "aer", 50, "entanglement", 50
+    layer(x).sum().backward()
+    cost = layer.last_cost
+    assert cost["forward"].wall_s > 0 and cost["backward"].wall_s > 0
+    layer.backend, layer.shots, layer.gradient_shots = "torch", None, None
+    layer(x).sum().backward()
+    assert layer.last_cost["backward"].wall_s is None  # an exact simulator runs no jobs

@@ -144,8 +144,7 @@ def train_setting(setting: str, task: HardwareTask, data: tuple[torch.Tensor, ..
     details = {"curve": curve, "backend": "torch" if exact else repr(backend),
                "cpu_s": round(time.process_time() - cpu, 2)}
     if setting == "noisy-mitigated":
-        details["readout"] = [{"physical_qubit": key[-1], "p10": p10, "p01": p01}
-                              for key, (p10, p01) in backend.runner._calibration.items()]
+        details["readout"] = backend.runner.calibrations()
     return row, details
 
 

@@ -309,6 +309,11 @@ class SamplerRunner:
                 results[g][first + k] = minus[k:k + 1]
 
     # -- readout ----------------------------------------------------------------------------------------
+    def calibrations(self) -> list[dict]:
+        """Every readout calibration made so far: ``{"physical_qubit", "p10", "p01"}`` (the qubit as numbered in
+        the circuits that run: the device's for a sampler, the restricted register's for a fake device)."""
+        return [{"physical_qubit": key[-1], "p10": p10, "p01": p01} for key, (p10, p01) in self._calibration.items()]
+
     def readout(self, rows: CircuitRows, shots: int, seed: int) -> tuple[float, float, int, bool]:
         """``(p10, p01, physical qubit, measured now)`` of the qubit that holds the SWAP ancilla in ``rows``'
         circuits: ``P(read 1 | prepared 0)`` and ``P(read 0 | prepared 1)`` from two calibration circuits."""
