@@ -199,18 +199,20 @@ def test_sample_swap_tests_runs_one_job_with_a_given_sampler(gen):
 
 
 def test_split_runs_are_independent_and_reproducible(gen, monkeypatch):
-    """Past MAX_SHOTS_PER_RUN a call is split; each part gets its own derived seed."""
-    from qucnn.qiskit import executor
+    """Past MAX_SHOTS_PER_RUN a call is split into jobs; each job gets its own derived seed."""
+    from qucnn.backends import Filters, QiskitBackend
+    from qucnn.qiskit import sampling
 
-    monkeypatch.setattr(executor, "MAX_SHOTS_PER_RUN", 100)  # one circuit per call
-    data = torch.rand(1, 4, generator=gen, dtype=torch.float64).expand(8, 4)  # 8 copies of one test
+    monkeypatch.setattr(sampling, "MAX_SHOTS_PER_RUN", 100)  # one circuit per job
+    data = torch.rand(8, 4, generator=gen, dtype=torch.float64)
     f = random_state(4, 1, gen, complex_=False)
-    fid = swap_test(amplitude_encode(data[0]), f[0])
+    fid = swap_test(amplitude_encode(data), f)
     for method in ("gates", "unitary"):
-        z = qq.sample_swap_tests(data, f, 100, seed=5, method=method)
-        assert torch.equal(z, qq.sample_swap_tests(data, f, 100, seed=5, method=method))
-        assert len(set(z.tolist())) > 1  # equal seeds would give 8 equal estimates
-        assert within_sigmas(z.mean().reshape(1), fid.reshape(1), (1 - fid**2).reshape(1) / 800) < SIGMAS
+        runs = [QiskitBackend(seed=5, method=method).circuits(data, Filters(states=f), shots=100) for _ in range(2)]
+        assert torch.equal(runs[0].values, runs[1].values) and runs[0].extras["jobs"] == 8
+        assert within_sigmas(runs[0].values, fid, (1 - fid**2) / 100) < SIGMAS
+    z = qq.sample_swap_tests(data[:1].expand(8, 4), f, 100, seed=5)  # 8 copies: one circuit, 800 shots split
+    assert len(set(z.tolist())) > 1  # equal seeds or shared shots would give 8 equal estimates
 
 
 def test_sample_swap_tests_errors(gen):

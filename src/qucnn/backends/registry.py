@@ -9,10 +9,13 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Callable
 
 from ..utils.checks import UsageError
 from .base import Backend
+from .pennylane_backend import PennyLaneBackend
+from .qiskit_backend import QiskitBackend
 from .reference import ReferenceBackend
 from .torch_backend import TorchBackend
 
@@ -69,7 +72,13 @@ def get_backend(backend: str | Backend) -> Backend:
     return _INSTANCES[backend]
 
 
+def _importable(*modules: str) -> Callable[[], bool]:
+    return lambda: all(importlib.util.find_spec(m) is not None for m in modules)
+
+
 register_backend("torch", TorchBackend)
 register_backend("reference", ReferenceBackend)
+register_backend("aer", QiskitBackend, available=_importable("qiskit", "qiskit_aer"))
+register_backend("pennylane", PennyLaneBackend, available=_importable("pennylane"))
 
 __all__ = ["available_backends", "get_backend", "register_backend", "registered_backends"]

@@ -23,11 +23,14 @@ from typing import Callable, Iterable
 import torch
 
 from ..utils.checks import UsageError
-from . import scale
+from . import hardware as w5
+from . import peers, scale
 from . import workloads as wl
 from .runner import Case, add_ratios, machine_info, markdown, measure, skipped, write
 
-WORKLOADS = ("w1", "w2", "w3", "w4")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+#: W5 sizes: images per step and shots per circuit (``quick``: fewer images).
+W5_SIZES = {False: (16, 100), True: (4, 100)}
 DEVICES = ("cpu", "cuda")
 
 
@@ -51,7 +54,7 @@ def run(workloads: Iterable[str] = WORKLOADS, quick: bool = False, device: str =
     """Run the chosen workloads and return the result (rows with medians, ratios, targets, notes).
 
     Args:
-        workloads: any of ``"w1" .. "w4"``.
+        workloads: any of ``"w1" .. "w5"`` (W5: circuits through Qiskit Aer, :mod:`qucnn.bench.hardware`).
         quick: smaller subsets for the slow peers, fewer W4 images (seconds instead of minutes).
         device: ``"cpu"``, or ``"cuda"`` to add GPU rows (skipped with a note when there is no GPU).
         repeats: timed samples per case (default 5, 3 with ``quick``), after one warm-up.
@@ -87,6 +90,13 @@ def run(workloads: Iterable[str] = WORKLOADS, quick: bool = False, device: str =
             elif device == "cuda":
                 rows.append(skipped("w4", "qucnn-exact", "no CUDA device", "cuda", peer=False))
             continue
+        if name == "w5":
+            images, shots = W5_SIZES[quick]
+            cases, missing_rows = w5.cases(images, shots, peers.missing)
+            rows += missing_rows + measure(name, cases, repeats, progress)
+            add_ratios([r for r in rows if r["workload"] == name], w5.REFERENCE)
+            result["config"]["w5"] = {"images": images, "shots": shots}
+            continue
         cases, missing_rows = getattr(wl, name)(size, devices)
         rows += missing_rows + measure(name, cases, repeats, progress)
         if device == "cuda" and not gpu:
@@ -99,8 +109,9 @@ def run(workloads: Iterable[str] = WORKLOADS, quick: bool = False, device: str =
         pass
     result.update(rows=rows, targets=wl.targets(rows), notes=notes,
                   descriptions={**wl.DESCRIPTIONS, "w3": wl.DESCRIPTIONS["w3"].format(w3_batch=size.w3_batch),
-                                "w4": scale.DESCRIPTION},
-                  references={**wl.REFERENCES, "w4": "first-touch floor"})
+                                "w4": scale.DESCRIPTION, "w5": w5.DESCRIPTION.format(
+                                    images=W5_SIZES[quick][0], shots=W5_SIZES[quick][1])},
+                  references={**wl.REFERENCES, "w4": "first-touch floor", "w5": w5.REFERENCE})
     return result
 
 

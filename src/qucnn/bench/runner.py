@@ -115,15 +115,18 @@ def measure(workload: str, cases: list[Case], repeats: int, progress=None) -> li
                                 case.peer))
             continue
         live.append((case, _calls_per_sample(case, first), checks))
-    samples: dict[str, list[tuple[float, float]]] = {c.impl + "@" + c.device: [] for c, _, _ in live}
+    def key(c: Case) -> str:  # one series per implementation, device and variant
+        return f"{c.impl}@{c.device}@{c.extra.get('variant', '')}"
+
+    samples: dict[str, list[tuple[float, float]]] = {key(c): [] for c, _, _ in live}
     for rep in range(repeats):
         for case, number, _ in live:
             if progress is not None:
                 progress(f"{workload} {case.impl} [{rep + 1}/{repeats}]")
-            samples[case.impl + "@" + case.device].append(_timed(case, number))
+            samples[key(case)].append(_timed(case, number))
     for case, number, checks in live:
-        wall = [w for w, _ in samples[case.impl + "@" + case.device]]
-        cpu = [c for _, c in samples[case.impl + "@" + case.device]]
+        wall = [w for w, _ in samples[key(case)]]
+        cpu = [c for _, c in samples[key(case)]]
         med = statistics.median(wall)
         rows.append({
             "workload": workload, "impl": case.impl, "device": case.device, "peer": case.peer,
@@ -252,7 +255,7 @@ def markdown(result: dict) -> str:
 
 
 #: Row fields shown in the table's check column.
-CHECK_KEYS = ("max_abs_err", "max_z", "fraction_of_copy", "x_floor", "peak_rss_delta_mib", "peak_cuda_mib",
+CHECK_KEYS = ("max_abs_err", "max_z", "forward_max_sigmas", "gradient_max_sigmas", "fraction_of_copy", "x_floor", "peak_rss_delta_mib", "peak_cuda_mib",
               "gib_per_s")
 
 

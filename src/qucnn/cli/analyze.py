@@ -7,9 +7,10 @@ import argparse
 import json
 from pathlib import Path
 
-from ..analysis import parse_int_list, plateau_study, plot_plateau
+from ..analysis import hardware, parse_int_list, plateau_study, plot_plateau
 from ..analysis import shots as shots_analysis
 from ..analysis.plateau import check_study
+from ..backends import QiskitBackend
 from ..datasets import load_embedded_mnist
 from ..utils.checks import UsageError
 from ..utils.devices import resolve_device
@@ -78,7 +79,28 @@ def _register_shots(sub) -> None:
     p.set_defaults(func=run_shots)
 
 
-ANALYSES = (_register_plateau, _register_shots)
+def _register_hardware(sub) -> None:
+    t = hardware.TASK
+    p = sub.add_parser(
+        "hardware", help="train with every circuit on a backend: exact, noiseless Aer, a noisy fake IBM device",
+        description="Trains QuCNN on MNIST 0 vs 1 (pooled to 8x8, binarised; 2x2 kernel, stride 2: 5-qubit SWAP "
+                    "tests) four ways, every forward and parameter-shift circuit executed by the backend: exact "
+                    "(torch), shots (noiseless Aer), noisy (Aer with a fake IBM device's noise, circuits transpiled "
+                    "for it) and noisy-mitigated (readout mitigation). Writes a JSON and a PNG beside it.")
+    p.add_argument("--fake-device", default=hardware.DEFAULT_DEVICE,
+                   help=f"fake IBM device of qiskit-ibm-runtime for the noisy settings (default {hardware.DEFAULT_DEVICE})")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, data order and shots (default 0)")
+    p.add_argument("--out", default="results/hardware", help="output folder (default results/hardware)")
+    p.add_argument("--json", default=None, help="JSON path (default OUT/hardware.json); the PNG goes beside it")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a CI-sized run: {hardware.QUICK_TASK.train} training images, 1 filter of 1 layer, 1 epoch "
+                        f"(default: {t.train} images, {t.filters} filters of {t.layers} layers, {t.epochs} epochs, "
+                        f"{t.shots} shots per circuit)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_hardware)
+
+
+ANALYSES = (_register_plateau, _register_shots, _register_hardware)
 
 
 def _output(args, default_name: str) -> Path:
@@ -157,5 +179,25 @@ def run_shots(args) -> int:
                 bound = "" if need["interpolated"] else "<= "
                 parts.append(f"{method}: {bound}{need['shots']:.3g} shots ({need['orders_of_magnitude']:+.1f} orders)")
         print(f"{point['label']} ({point['shots']:.3g} shots, accuracy {point['test_accuracy']:.4f}) vs " + "; ".join(parts))
+    print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
+    return 0
+
+
+def run_hardware(args) -> int:
+    json_path = _output(args, "hardware.json")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be a non-negative int, got {args.seed}")
+    QiskitBackend(fake_device=args.fake_device)  # a missing extra or an unknown device fails before training
+    task = hardware.QUICK_TASK if args.quick else hardware.TASK
+    result = hardware.hardware_study(task, load_embedded_mnist(), fake_device=args.fake_device, seed=args.seed,
+                                     progress=not args.no_progress)
+    result["details"]["command"] = (f"qucnn analyze hardware{' --quick' if args.quick else ''} "
+                                    f"--fake-device {args.fake_device} --seed {args.seed}")
+    atomic_write_text(json_path, json.dumps(result, indent=1))
+    hardware.plot_hardware(result, json_path.with_suffix(".png"))
+    print(f"{'setting':<16} {'test acc':>8} {'circuits':>9} {'shots':>10} {'wall s':>7}")
+    for row in result["rows"]:
+        shots = "exact" if row["shots"] is None else f"{row['shots']:.3g}"
+        print(f"{row['setting']:<16} {row['test_accuracy']:>8.3f} {row['circuits']:>9} {shots:>10} {row['wall_s']:>7.1f}")
     print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
     return 0

@@ -19,8 +19,9 @@ def register(subparsers) -> None:
         description="Time every implementation of each workload in one process, interleaved, on the same "
                     "data; print a Markdown table (and write JSON + .md with --json). Missing peers "
                     "(pip install qucnn[bench]) give skipped rows with a note.")
-    p.add_argument("--workload", choices=["w1", "w2", "w3", "w4", "all"], default="all",
-                   help="w1 forward (Fig. 3), w2 gradient, w3 training step, w4 scale (default all)")
+    p.add_argument("--workload", choices=["w1", "w2", "w3", "w4", "w5", "all"], default="all",
+                   help="w1 forward (Fig. 3), w2 gradient, w3 training step, w4 scale, w5 a training step's "
+                        "circuits through Qiskit Aer (default all)")
     p.add_argument("--quick", action="store_true", help="small peer subsets and W4 sizes (seconds, for CI)")
     p.add_argument("--json", metavar="PATH", help="write the result as JSON here, and the table beside it (.md)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
@@ -39,7 +40,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     if args.json:
         check_writable_file(args.json, "--json")
-    workloads = ["w1", "w2", "w3", "w4"] if args.workload == "all" else [args.workload]
+    workloads = ["w1", "w2", "w3", "w4", "w5"] if args.workload == "all" else [args.workload]
     bar = tqdm(desc="qucnn bench", unit="sample", file=sys.stderr, leave=False)
 
     def progress(label: str) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..nn.functional import GRADIENT_MODES
 from ..nn.models import DEFAULT_HEAD, HEAD_TOKENS, MODEL_KINDS
 from ..train import TrainConfig, train
+from ..train.config import TRAIN_BACKENDS
 from ..train.report import summary_table
 
 
@@ -56,6 +57,14 @@ def register(subparsers) -> None:
                    help="shots per gradient circuit (parameter-shift / entanglement; default exact)")
     q.add_argument("--gradient-budget", type=_optional_int, default=None,
                    help="total shots per backward for --gradient sampled")
+    q.add_argument("--backend", default="torch", choices=TRAIN_BACKENDS,
+                   help="where the circuits run: torch (simulated, default), aer (Qiskit Aer sampler), pennylane "
+                        "(default.qubit); aer and pennylane need --shots")
+    q.add_argument("--fake-device", default=None,
+                   help="with --backend aer: a fake IBM device of qiskit-ibm-runtime (e.g. fake_torino): its noise, "
+                        "basis gates and coupling map")
+    q.add_argument("--mitigate-readout", action="store_true",
+                   help="with --backend aer: correct the measured ancilla's readout error (calibration circuits)")
     t = p.add_argument_group("optimisation")
     t.add_argument("--epochs", type=int, default=5, help="default 5")
     t.add_argument("--batch-size", type=int, default=64, help="global batch size (split across processes); default 64")
@@ -115,7 +124,8 @@ def run(args) -> int:
         limit_train=args.limit_train, limit_test=args.limit_test, out=args.out, resume=args.resume,
         overwrite=args.overwrite, checkpoint_every=args.checkpoint_every, compare=args.compare, nproc=args.nproc,
         max_steps=args.max_steps, threads=args.threads, progress=not args.no_progress, plot=not args.no_plot,
-        classes=args.classes)
+        classes=args.classes, backend=args.backend, fake_device=args.fake_device,
+        mitigate_readout=args.mitigate_readout)
     metrics = train(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0

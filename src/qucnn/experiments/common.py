@@ -189,8 +189,9 @@ class ShotSampler:
     """Shot estimates of ``<Z_a>`` of SWAP tests (or entanglement circuits, with ``upstream``).
 
     ``backend="torch"``: the torch backend's binomial draws from the exact expectation (what ``QuConv2d``
-    uses). ``backend="aer"``: ``qucnn.qiskit.sample_swap_tests`` runs the circuits in
-    Qiskit Aer (optionally with ``default_noise_model()``); each call gets its own derived seed.
+    uses). ``backend="aer"``: the circuits run on :class:`qucnn.backends.QiskitBackend` (through its wrapper
+    ``qucnn.qiskit.sample_swap_tests``, the hook tests replace) in Qiskit Aer, optionally with
+    ``default_noise_model()``; each call gets its own derived seed.
     """
 
     def __init__(self, config: Config, name: str) -> None:

@@ -26,8 +26,9 @@ Example:
 
 from __future__ import annotations
 
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -56,6 +57,7 @@ class _Run:
     gradient_budget: int | None
     generator: torch.Generator | None
     ledger: CostLedger | None
+    info: dict = field(default_factory=dict)  # the forward's wall time, for the ledger
 
 
 def _exact_backend(backend: Backend) -> Backend:
@@ -71,6 +73,7 @@ class _QuantumGradient(torch.autograd.Function):
     def forward(ctx, x: Tensor, theta: Tensor, run: _Run):
         res = run.backend.expectations(x, Filters(theta=theta.detach()[None]), run.spec, shots=run.shots,
                                        generator=run.generator)
+        run.info["wall_s"] = res.wall_s
         ctx.save_for_backward(x, theta)
         ctx.run = run
         circuits = torch.as_tensor(res.circuits, device=x.device)
@@ -92,6 +95,7 @@ class _QuantumGradient(torch.autograd.Function):
                 (grad_x,) = torch.autograd.grad(fid, xd, g)
         if ctx.needs_input_grad[1]:
             xs, ts, gs = x.detach(), theta.detach(), g.detach()
+            tic = time.perf_counter()
             if run.gradient == "sampled":
                 est = gradients.sampled(run.backend, xs, ts, run.spec, gs, run.gradient_budget, run.generator)
             else:
@@ -99,7 +103,8 @@ class _QuantumGradient(torch.autograd.Function):
                                                          run.generator)
             if run.ledger is not None:
                 per_circuit = None if est.shots is None else run.gradient_shots if run.gradient in SHOT_GRADIENTS else 1
-                run.ledger.record_count("backward", est.circuits, 1, est.qubits, per_circuit)
+                wall = None if run.backend.exact else time.perf_counter() - tic  # circuit backends: real jobs
+                run.ledger.record_count("backward", est.circuits, 1, est.qubits, per_circuit, wall)
             grad_theta = est.grad.reshape(theta.shape).to(theta.dtype)
         return grad_x, grad_theta, None
 
@@ -225,7 +230,7 @@ def _quconv2d(x: Tensor, theta: Tensor, spec: ConvSpec, be: Backend, shots: int 
         run = _Run(be, spec, shots, gradient, gradient_shots, gradient_budget, generator, cost)
         out, circuits = _QuantumGradient.apply(x, theta, run)
         if cost is not None:
-            cost.record_count("forward", circuits, 1, forward_qubits, shots)
+            cost.record_count("forward", circuits, 1, forward_qubits, shots, run.info.get("wall_s"))
         return out
     needs_graph = torch.is_grad_enabled() and (x.requires_grad or theta.requires_grad)
     if not be.differentiable or (shots is not None and not needs_graph):

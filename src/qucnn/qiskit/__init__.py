@@ -14,12 +14,14 @@ Qubit layout (our qubit ``q`` is Qiskit qubit ``q``; only amplitude order differ
 Public API:
     to_little_endian, from_little_endian   amplitude order: ours (qubit 0 = MSB) <-> Qiskit's
     ops_to_circuit, ops_to_template        registry ops -> QuantumCircuit (numbers or Parameters)
+    ops_values                             the (B, P) angles of a batch of ops (a template's PUB values)
     to_qasm3                               a circuit as OpenQASM 3 text
     filter_circuit                         the Fig. 1 ansatz
     state_preparation_circuit              amplitude-encoded patch (Mottonen gates or SVD unitary)
     swap_test_circuit                      SWAP test / entanglement circuit (cswap or Bell overlap)
     sample_swap_tests                      batched shot estimates of <Z_a> through a SamplerV2
     QiskitExecutor                         QuConv2d forward and gradients through a SamplerV2
+    SamplerRunner, fake_device_names       compile, bind and run circuit rows (qucnn.backends.QiskitBackend)
     default_noise_model                    depolarizing + readout noise for Aer
     circuit_resources, example_circuits    transpiled CNOT count and depth of every circuit kind
 
@@ -43,6 +45,9 @@ _WHERE = {
     "from_little_endian": "circuits",
     "ops_to_circuit": "circuits",
     "ops_to_template": "circuits",
+    "ops_values": "circuits",
+    "SamplerRunner": "sampling",
+    "fake_device_names": "sampling",
     "overlap_ops": "circuits",
     "filter_circuit": "circuits",
     "state_preparation_circuit": "circuits",

@@ -102,15 +102,14 @@ def ops_to_circuit(ops: Sequence[Op], num_qubits: int, index: int = 0) -> Quantu
     return circuit
 
 
-def ops_to_template(ops: Sequence[Op], num_qubits: int) -> tuple[QuantumCircuit, np.ndarray]:
-    """One parametrised circuit for a whole batch: every rotation angle becomes an element of the
-    ``ParameterVector`` ``"t"`` (in op order), and ``values`` ``(B, P)`` holds the angles of each row,
-    ready for a Sampler PUB ``(circuit, values)``. Matrix (``UNITARY``) ops cannot be parametrised.
+def ops_values(ops: Sequence[Op]) -> np.ndarray:
+    """The angles of every row of a batch of registry ops, in op order: ``(B, P)`` float64, the values of
+    the template of :func:`ops_to_template` (rows of ``(1, k)`` params broadcast). Matrix (``UNITARY``) ops
+    have no angles to parametrise.
 
     Example:
-        >>> qc, values = ops_to_template(FilterAnsatz(2, 1).ops(torch.zeros(5, 1, 2, 2)), 2)
-        >>> qc.num_parameters, values.shape
-        (4, (5, 4))
+        >>> ops_values(FilterAnsatz(2, 1).ops(torch.zeros(5, 1, 2, 2))).shape
+        (5, 4)
     """
     batch = max((op.params.shape[0] for op in ops if op.params is not None), default=1)
     columns: list[Tensor] = []
@@ -121,7 +120,21 @@ def ops_to_template(ops: Sequence[Op], num_qubits: int) -> tuple[QuantumCircuit,
             if op.params.shape[0] not in (1, batch):
                 raise UsageError(f"op {op.gate} has batch {op.params.shape[0]}, expected 1 or {batch}")
             columns.append(op.params.detach().to(torch.float64).cpu().expand(batch, -1))
-    values = torch.cat(columns, 1).numpy() if columns else np.zeros((batch, 0))
+    return torch.cat(columns, 1).numpy() if columns else np.zeros((batch, 0))
+
+
+def ops_to_template(ops: Sequence[Op], num_qubits: int) -> tuple[QuantumCircuit, np.ndarray]:
+    """One parametrised circuit for a whole batch: every rotation angle becomes an element of the
+    ``ParameterVector`` ``"t"`` (in op order), and ``values`` ``(B, P)`` holds the angles of each row
+    (:func:`ops_values`), ready for a Sampler PUB ``(circuit, values)``. Matrix (``UNITARY``) ops cannot be
+    parametrised.
+
+    Example:
+        >>> qc, values = ops_to_template(FilterAnsatz(2, 1).ops(torch.zeros(5, 1, 2, 2)), 2)
+        >>> qc.num_parameters, values.shape
+        (4, (5, 4))
+    """
+    values = ops_values(ops)
     theta = ParameterVector("t", values.shape[1])
     starts = np.cumsum([0] + [op.params.shape[1] if op.params is not None else 0 for op in ops])
     circuit = QuantumCircuit(QuantumRegister(num_qubits, "q"))
@@ -302,6 +315,7 @@ def to_qasm3(circuit: QuantumCircuit) -> str:
     return qasm3.dumps(circuit)
 
 
-__all__ = ["to_qasm3", "to_little_endian", "from_little_endian", "ops_to_circuit", "ops_to_template", "overlap_ops",
+__all__ = ["to_qasm3", "to_little_endian", "from_little_endian", "ops_to_circuit", "ops_to_template", "ops_values",
+           "overlap_ops",
            "add_measurements", "filter_circuit", "state_preparation_circuit", "swap_test_circuit",
            "OVERLAPS"]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..nn.functional import GRADIENT_MODES
+from ..backends import Backend, QiskitBackend, get_backend
+from ..nn.functional import GRADIENT_MODES, SHOT_GRADIENTS
 from ..nn.models import DEFAULT_HEAD, MODEL_KINDS
 from ..utils.checks import UsageError, one_of, optional_positive_int, positive_int
 from ..utils.seeds import derive_seed
@@ -29,7 +30,12 @@ SCHEDULES = ("onecycle", "constant")
 #: schedule is constant).
 RUN_KEYS = ("epochs", "batch_size", "lr", "schedule", "filters", "kernel", "stride", "layers", "shots", "gradient",
             "gradient_shots", "gradient_budget", "head", "dtype", "seed", "data", "limit_train", "limit_test",
-            "classes")
+            "classes", "backend", "fake_device", "mitigate_readout")
+#: Where the quantum layer's circuits run (``--backend``); all but ``torch`` run circuits with shots.
+TRAIN_BACKENDS = ("torch", "aer", "pennylane")
+#: Values of run keys that checkpoints written before the key existed implicitly had.
+RUN_KEY_DEFAULTS = {"classes": None, "backend": "torch", "fake_device": None, "mitigate_readout": False}
+_CIRCUIT_BACKENDS: dict[tuple, Backend] = {}
 EVAL_BATCH = 500
 
 
@@ -45,6 +51,8 @@ class TrainConfig:
     ``overwrite``: start afresh even if ``out`` holds a checkpoint (refused otherwise).
     ``threads``: ``torch.set_num_threads`` per process (default: torch's choice; spawned processes share
     the cores). On a busy machine 1 thread can be much faster than an oversubscribed 2.
+    ``backend``: where the quantum layer's circuits run (:data:`TRAIN_BACKENDS`; ``aer`` and ``pennylane`` need
+    ``shots``), ``fake_device`` (Aer with a fake IBM device's noise) and ``mitigate_readout`` configure ``aer``.
     """
 
     kind: str = "quantum"
@@ -78,6 +86,9 @@ class TrainConfig:
     plot: bool = True
     threads: int | None = None
     classes: int | None = None  # number of classes (labels are checked against it); None: from the labels
+    backend: str = "torch"
+    fake_device: str | None = None
+    mitigate_readout: bool = False
 
     def validate(self) -> None:
         """Raise UsageError/TypeError naming the bad option (nothing is read or written)."""
@@ -97,15 +108,41 @@ class TrainConfig:
             raise UsageError("gradient 'sampled' needs gradient_budget (total shots per backward)")
         if self.resume and not self.out:
             raise UsageError("resume needs out (the directory holding checkpoint.pt)")
+        self._validate_backend()
         if not isinstance(self.head, str):
             raise TypeError(f"head must be a spec string like {DEFAULT_HEAD!r}, got {type(self.head).__name__}")
+
+    def _validate_backend(self) -> None:
+        one_of(self.backend, TRAIN_BACKENDS, "backend")
+        if self.backend == "torch" and (self.fake_device is not None or self.mitigate_readout):
+            raise UsageError("fake_device and mitigate_readout configure the Qiskit backend: add backend 'aer'")
+        if self.backend != "torch":
+            if self.shots is None:
+                raise UsageError(f"backend {self.backend!r} runs circuits and has no exact mode: give shots "
+                                 "(e.g. --shots 1000)")
+            if self.gradient in SHOT_GRADIENTS and self.gradient_shots is None:
+                raise UsageError(f"gradient {self.gradient!r} on backend {self.backend!r} needs gradient_shots "
+                                 "(e.g. --gradient-shots 1000)")
+        if not isinstance(self.mitigate_readout, bool):
+            raise TypeError(f"mitigate_readout must be True or False, got {self.mitigate_readout!r}")
+
+    def make_backend(self) -> Backend:
+        """The backend the quantum layer runs on (one instance per setting and process, so that compiled
+        circuits and readout calibrations are reused)."""
+        if self.backend != "aer" or (self.fake_device is None and not self.mitigate_readout):
+            return get_backend(self.backend)
+        key = (self.fake_device, self.mitigate_readout)
+        if key not in _CIRCUIT_BACKENDS:
+            _CIRCUIT_BACKENDS[key] = QiskitBackend(fake_device=self.fake_device, mitigate_readout=self.mitigate_readout)
+        return _CIRCUIT_BACKENDS[key]
 
     def model_options(self) -> dict:
         """The keyword arguments of :func:`qucnn.nn.models.build_model` that this run fixes (all but kind,
         input shape and classes)."""
         return {"filters": self.filters, "kernel": self.kernel, "stride": self.stride, "layers": self.layers,
                 "shots": self.shots, "gradient": self.gradient, "gradient_shots": self.gradient_shots,
-                "gradient_budget": self.gradient_budget, "seed": self.seed, "head": self.head}
+                "gradient_budget": self.gradient_budget, "seed": self.seed, "head": self.head,
+                "backend": self.make_backend()}
 
     def as_dict(self) -> dict:
         """The configuration as a JSON-ready dict (``data`` as an absolute path), as checkpoints record it."""
@@ -140,6 +177,7 @@ def check_resume(cfg: TrainConfig, kind: str, path: Path) -> dict:
     saved = ckpt.get("config", {})
     keys = [k for k in RUN_KEYS if not (k == "epochs" and cfg.schedule == "constant")]
     now = cfg.as_dict()
+    saved = {**RUN_KEY_DEFAULTS, **saved}
     diffs = [f"{k} (saved {saved.get(k)!r}, now {now[k]!r})" for k in keys if saved.get(k) != now[k]]
     if ckpt.get("kind") != kind:
         diffs.insert(0, f"model kind (saved {ckpt.get('kind')!r}, now {kind!r})")
@@ -149,4 +187,4 @@ def check_resume(cfg: TrainConfig, kind: str, path: Path) -> dict:
     return ckpt
 
 
-__all__ = ["DTYPES", "EVAL_BATCH", "RUN_KEYS", "SCHEDULES", "TrainConfig", "check_resume", "data_order", "one_cycle"]
+__all__ = ["DTYPES", "EVAL_BATCH", "RUN_KEYS", "SCHEDULES", "TRAIN_BACKENDS", "TrainConfig", "check_resume", "data_order", "one_cycle"]

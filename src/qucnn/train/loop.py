@@ -91,6 +91,14 @@ def _global_partials(st: _State, layer: QuConv2d | None, ctx: DistContext) -> di
             "cost": _global_cost(layer, st.cost, ctx)}
 
 
+def _circuits_done(cfg: TrainConfig, layer: QuConv2d | None, st: _State) -> dict:
+    """Circuits and shots run so far this epoch, for the progress bar of a circuit backend."""
+    if layer is None or cfg.backend == "torch":
+        return {}
+    done = report.add_costs(st.cost, layer.total_cost())
+    return {"circuits": sum(c["circuits"] for c in done.values()), "shots": report.total_shots(done)}
+
+
 def _save_checkpoint(path: Path | None, kind: str, cfg: TrainConfig, model: HybridNet, opt, st: _State,
                      ctx: DistContext) -> None:
     """All ranks call this (it gathers their generator states); rank 0 writes ``path`` atomically."""
@@ -232,7 +240,7 @@ def _loop(kind, cfg: TrainConfig, data, ctx: DistContext, run_dir, model: Hybrid
                 lsum, corr = loss_acc.tolist()
                 done = max(st.seen, 1)
                 bar.set_postfix(loss=f"{(st.loss_sum + lsum) / done:.4f}",
-                                acc=f"{(st.correct + corr) / done:.3f}", lr=f"{lr:.2g}")
+                                acc=f"{(st.correct + corr) / done:.3f}", lr=f"{lr:.2g}", **_circuits_done(cfg, layer, st))
             stop = cfg.max_steps is not None and st.step >= cfg.max_steps
             if (cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 and st.batch < per_epoch) or stop:
                 st.seconds += time.perf_counter() - tic
