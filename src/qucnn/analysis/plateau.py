@@ -41,7 +41,7 @@ from ..core.encoding import amplitude_encode
 from ..core.gates import Op
 from ..core.simulator import as_state, expval_z, free_bytes, simulate
 from ..core.swap_test import swap_test
-from ..utils.checks import UsageError
+from ..utils.checks import UsageError, optional_positive_int, positive_int
 
 #: Shot budgets the study compares the gradient spread with (shots per SWAP-test circuit).
 SHOT_BUDGETS = (1000, 10_000)
@@ -63,8 +63,7 @@ def kernel_for(n_qubits: int, channels: int = 1, image_size: int = 28) -> int:
         2
     """
     for name, value in (("n_qubits", n_qubits), ("channels", channels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UsageError(f"{name} must be a positive int, got {value!r}")
+        positive_int(value, name)
     k = math.isqrt(2**n_qubits // channels)
     if k >= 1 and channels * k * k > 2 ** (n_qubits - 1) and k <= image_size:
         return k
@@ -341,15 +340,12 @@ def plateau_study(images: Tensor, qubits: Iterable[int], depths: Iterable[int], 
 def check_study(qubits: Sequence[int], depths: Sequence[int], samples: int, channels: int,
                 batch_size: int | None) -> None:
     """Validate the study's options up front, with messages that name the option."""
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
-        raise UsageError(f"--samples must be an int >= 2 (a variance needs two samples), got {samples!r}")
+    positive_int(samples, "--samples", minimum=2)  # a variance needs two samples
     if not qubits or min(qubits) < 1:
         raise UsageError(f"--qubits must be positive ints, got {list(qubits)}")
     if not depths or min(depths) < 1:
         raise UsageError(f"--depths must be positive ints (ansatz layers), got {list(depths)}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                   or batch_size < 1):
-        raise UsageError(f"--batch-size must be a positive int, got {batch_size!r}")
+    optional_positive_int(batch_size, "--batch-size")
     for n in qubits:
         kernel_for(n, channels)
 
