@@ -125,8 +125,10 @@ def test_exact_quantum_gradients_equal_autograd(name, mode):
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_shot_estimates_are_binomial(name):
-    """Mean within 5 standard errors of F and variance within 5 of its standard errors of (1 - F^2) / S."""
-    shots, repeats = 200, 400
+    """Mean within 5 standard errors of F and variance within 5 of its standard errors of (1 - F^2) / S. The
+    repeats are copies of the batch within a call and successive calls: draws must be independent both ways."""
+    shots, calls, copies = 200, 8, 50
+    repeats = calls * copies
     layer, x = make(CONFIGS[0], name, out=2, layers=1)
     exact = QuConv2d(1, 2, 2, layers=1).double()
     exact.load_state_dict(layer.state_dict())
@@ -134,7 +136,8 @@ def test_shot_estimates_are_binomial(name):
         f = exact(x)
         layer.shots = shots
         layer.generator = torch.Generator().manual_seed(11)
-        draws = torch.stack([layer(x) for _ in range(repeats)]).double()
+        batch = x.repeat(copies, 1, 1, 1)
+        draws = torch.cat([layer(batch).unflatten(0, (copies, x.shape[0])) for _ in range(calls)]).double()
     valid = f > 0
     mean, var = draws.mean(0), draws.var(0)
     theory = (1 - f**2) / shots
@@ -194,7 +197,7 @@ def test_registry_lists_adds_and_refuses():
     assert get_backend("torch") is get_backend("torch")
     own = TorchBackend()
     assert get_backend(own) is own
-    with pytest.raises(ValueError, match="unknown backend 'nope'; registered: torch, reference"):
+    with pytest.raises(ValueError, match="unknown backend 'nope'; registered: torch, reference, triton"):
         get_backend("nope")
     with pytest.raises(ValueError, match="unknown backend"):
         QuConv2d(1, 2, 2, backend="nope")
