@@ -39,13 +39,10 @@ def _type(value) -> str:
     raise TypeError(f"no Triton type for {type(value).__name__}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability (90: H100/H200)")
-    parser.add_argument("--json", help="write the per-kernel table here")
-    args = parser.parse_args()
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        raise SystemExit("unset TRITON_INTERPRET: this script compiles for the GPU")
+def intercept(arch: int, log=print) -> dict[str, dict]:
+    """Make every Triton launch compile for ``sm_<arch>`` instead of running (once per specialisation) and
+    return the dict the results land in: ``{key: {kernel, constexprs, warps, registers, spill_stores, ...}}``.
+    Also lets the library's launch code take CPU tensors (``ops.check_device``)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.backends.nvidia.compiler import get_ptxas
@@ -54,48 +51,55 @@ def main() -> int:
 
     from qucnn.backends.triton import ops
 
-    ptxas = get_ptxas(args.arch).path  # the assembler Triton itself uses for this architecture
+    ptxas = get_ptxas(arch).path  # the assembler Triton itself uses for this architecture
     seen: dict[str, dict] = {}
 
     def compile_instead(self, *call_args, grid, warmup, **kwargs):
         options = {k: kwargs.pop(k) for k in ("num_warps", "num_stages") if k in kwargs}
         named = dict(zip(self.arg_names, call_args))
         named.update(kwargs)
-        signature = {}
-        constexprs = {}
+        signature, constexprs = {}, {}
         for i, name in enumerate(self.arg_names):
-            value = named[name]
             if i in self.constexprs:
                 signature[name] = "constexpr"
-                constexprs[name] = value
+                constexprs[name] = named[name]
             else:
-                signature[name] = _type(value)
+                signature[name] = _type(named[name])
         key = f"{self.fn.__name__}[" + ",".join(f"{k}={v}" for k, v in constexprs.items()) + \
             f",{','.join(t for t in signature.values() if t != 'constexpr')},warps={options.get('num_warps', 4)}]"
         if key in seen:
             return None
         t0 = time.perf_counter()
-        compiled = triton.compile(ASTSource(self, signature, constexprs), target=GPUTarget("cuda", args.arch, 32),
+        compiled = triton.compile(ASTSource(self, signature, constexprs), target=GPUTarget("cuda", arch, 32),
                                   options=options)
         seconds = time.perf_counter() - t0
         with tempfile.TemporaryDirectory() as tmp:
             ptx = Path(tmp) / "k.ptx"
             ptx.write_text(compiled.asm["ptx"])
-            arch = f"sm_{args.arch}a" if args.arch >= 90 else f"sm_{args.arch}"
-            log = subprocess.run([str(ptxas), "-v", f"-arch={arch}", str(ptx), "-o", str(Path(tmp) / "k.o")],
+            target = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
+            out = subprocess.run([str(ptxas), "-v", f"-arch={target}", str(ptx), "-o", str(Path(tmp) / "k.o")],
                                  capture_output=True, text=True).stderr
-        regs = re.search(r"Used (\d+) registers", log)
-        spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+        regs = re.search(r"Used (\d+) registers", out)
+        spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", out)
         seen[key] = {"kernel": self.fn.__name__, "constexprs": {k: str(v) for k, v in constexprs.items()},
                      "warps": options.get("num_warps", 4), "registers": int(regs.group(1)) if regs else None,
                      "spill_stores": int(spill.group(1)) if spill else None,
                      "spill_loads": int(spill.group(2)) if spill else None, "compile_s": round(seconds, 2)}
-        print(f"{self.fn.__name__:20s} regs={seen[key]['registers']} spill={seen[key]['spill_stores']}/"
-              f"{seen[key]['spill_loads']} {seconds:.1f}s {constexprs}", flush=True)
+        if log is not None:
+            row = seen[key]
+            log(f"{row['kernel']:20s} regs={row['registers']} spill={row['spill_stores']}/{row['spill_loads']} "
+                f"warps={row['warps']} {seconds:.1f}s {constexprs}")
         return None
 
     JITFunction.run = compile_instead
     ops.check_device = lambda t: None
+    return seen
+
+
+def workload() -> None:
+    """The launches to compile: maps and gradients in every input dtype for five geometries (1 to 130 filters),
+    the fused expectations with shots and with upstream deltas and a mask, sampling, and the ansatz."""
+    from qucnn.backends.triton import ops
     from qucnn.core.geometry import ConvSpec
 
     gen = torch.Generator().manual_seed(0)
@@ -116,8 +120,21 @@ def main() -> int:
         for n in (2, 4, 6):
             theta = torch.rand(8, 3, n, 2, dtype=dtype).requires_grad_(True)
             ops.ansatz_states(theta).abs().sum().backward()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability (90: H100/H200)")
+    parser.add_argument("--json", help="write the per-kernel table here")
+    args = parser.parse_args()
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise SystemExit("unset TRITON_INTERPRET: this script compiles for the GPU")
+    import triton
+
+    seen = intercept(args.arch, log=lambda line: print(line, flush=True))
+    workload()
     spills = [v for v in seen.values() if v["spill_stores"]]
-    print(f"{len(seen)} kernel specialisations compiled for sm_{args.arch}; {len(spills)} with spills")
+    print(f"{len(seen)} kernel specialisations compiled for sm_{args.arch}; {len(spills)} spill registers")
     if args.json:
         Path(args.json).write_text(json.dumps({"arch": args.arch, "triton": triton.__version__,
                                                "kernels": list(seen.values())}, indent=1) + "\n")

@@ -134,7 +134,7 @@ def test_filter_banks_larger_than_a_program_are_split(device, gen):
     spec = ConvSpec.make(2)
     x = _images(1, 1, 5, 5, gen).to(device)
     states = _states(130, 4, gen)
-    assert ops.plan(130, 4, False, False).nkc == 3
+    assert ops.plan(130, 4, False).nkc == ops.plan(130, 4, False, interpreted=True).nkc == 3
     sr = states.to(device=device, dtype=torch.complex64).requires_grad_(True)
     fid = TritonBackend().state_maps(x, sr, spec)[0]
     g = torch.randn(fid.shape, generator=gen).to(device)
@@ -146,8 +146,11 @@ def test_filter_banks_larger_than_a_program_are_split(device, gen):
 def test_empty_batches_and_patches_too_large_for_the_kernels(device, gen):
     backend = TritonBackend()
     states = _states(3, 16, gen).to(device=device, dtype=torch.complex64)
-    fid, count, mask = backend.state_maps(torch.zeros(0, 1, 6, 6, device=device), states, ConvSpec.make(4), True)
+    x0 = torch.zeros(0, 1, 6, 6, device=device, requires_grad=True)
+    fid, count, mask = backend.state_maps(x0, states.clone().requires_grad_(True), ConvSpec.make(4), True)
     assert fid.shape == (0, 3, 3, 3) and int(count) == 0 and mask.shape == (0, 1, 3, 3)
+    fid.sum().backward()
+    assert x0.grad.shape == x0.shape
     assert backend.sample(torch.zeros(0, device=device), None, 10).shape == (0,)
     # 17 channels x 4 x 4 = 272 values > MAX_TAPS: the torch route (and a 9-qubit ansatz: the closed form)
     spec = ConvSpec.make(4)
@@ -378,15 +381,18 @@ def test_without_triton_cuda_work_is_sized_by_free_device_memory(monkeypatch):
         fused_fidelity._resolved.cache_clear()
 
 
-@pytest.mark.parametrize("double, shots", [(False, False), (True, False), (False, True)])
-def test_tiles_stay_within_the_register_budget(double, shots):
-    limit = ops.TILE_ELEMENTS // (2 if double else 1) // (8 if shots else 1)
+@pytest.mark.parametrize("double", [False, True])
+@pytest.mark.parametrize("kind", ops.KINDS)
+def test_tiles_stay_within_the_register_budget(kind, double):
     for filters in (1, 2, 3, 8, 9, 32, 64, 65, 130, 1000):
         for taps in (2, 9, 16, 27, 64, 256):
-            p = ops.plan(filters, taps, double, shots)
-            assert p.kc * p.nkc >= filters and p.kc <= ops.MAX_CHUNK and p.m_pad >= max(taps, 16)
-            assert all(v & (v - 1) == 0 for v in (p.kc, p.block, p.m_pad))  # powers of two
-            assert p.block >= 16 and (p.block == 16 or max(2 * p.kc, p.m_pad) * p.block <= limit)
+            p = ops.plan(filters, taps, double, kind)
+            per_position, per_thread = ops._tile(kind, p.kc, p.m_pad)
+            assert p.kc * p.nkc >= filters and 8 <= p.kc <= ops.MAX_CHUNK and p.m_pad >= max(taps, 16)
+            assert all(v & (v - 1) == 0 for v in (p.kc, p.block, p.m_pad)) and p.warps in ops.WARPS
+            assert 16 <= p.block <= ops.MAX_BLOCK
+            weight = ((4 if kind == "backward" else 2) if double else 1)
+            assert p.block == 16 or per_position * p.block * weight <= per_thread * 32 * p.warps
 
 
 # -- on a GPU only: a training step captured in a CUDA graph -----------------------------------------------

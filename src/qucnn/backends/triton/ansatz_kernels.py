@@ -19,16 +19,26 @@ import triton.language as tl
 
 
 @triton.jit
-def _layer(theta_ptr, base, fmask, src, cols, N: tl.constexpr, D: tl.constexpr, FB: tl.constexpr,
-           ACC: tl.constexpr):
+def _layer(theta_ptr, base, fmask, src, cols, N: tl.constexpr, N_PAD: tl.constexpr, D: tl.constexpr,
+           FB: tl.constexpr, ACC: tl.constexpr):
     """``(Re U, Im U)`` of one layer of each filter of the block, ``(FB, D, D)``; ``base`` ``(FB,)`` points at the
-    layer's angles (qubit ``q``: ``base + 2q`` RX, ``base + 2q + 1`` RZ); ``src`` ``(1, D, 1)``, ``cols`` ``(1, 1, D)``."""
+    layer's angles (qubit ``q``: ``base + 2q`` RX, ``base + 2q + 1`` RZ); ``src`` ``(1, D, 1)``, ``cols`` ``(1, 1, D)``.
+    The sines and cosines of all qubits come first, on a small ``(FB, N_PAD)`` tile: no function call happens
+    while the ``D x D`` tiles are live (a call would save them to memory)."""
+    qs = tl.arange(0, N_PAD)
+    at = base[:, None] + 2 * qs[None, :]
+    ok = fmask[:, None] & (qs < N)[None, :]
+    a = tl.load(theta_ptr + at, mask=ok, other=0.0).to(ACC) * 0.5
+    z = tl.load(theta_ptr + at + 1, mask=ok, other=0.0).to(ACC) * 0.5
+    cos_a, sin_a, cos_z, sin_z = tl.cos(a), tl.sin(a), tl.cos(z), tl.sin(z)
     ure = tl.full((FB, D, D), 1.0, ACC)
     uim = tl.zeros((FB, D, D), ACC)
     for q in tl.static_range(N):
-        a = (tl.load(theta_ptr + base + 2 * q, mask=fmask, other=0.0).to(ACC) * 0.5)[:, None, None]
-        z = (tl.load(theta_ptr + base + 2 * q + 1, mask=fmask, other=0.0).to(ACC) * 0.5)[:, None, None]
-        c, s, cz, sz = tl.cos(a), tl.sin(a), tl.cos(z), tl.sin(z)
+        pick = (qs == q)[None, :]
+        c = tl.sum(tl.where(pick, cos_a, 0.0), axis=1)[:, None, None]
+        s = tl.sum(tl.where(pick, sin_a, 0.0), axis=1)[:, None, None]
+        cz = tl.sum(tl.where(pick, cos_z, 0.0), axis=1)[:, None, None]
+        sz = tl.sum(tl.where(pick, sin_z, 0.0), axis=1)[:, None, None]
         # M = RZ(b) RX(a) = [[c cz - i c sz, -s sz - i s cz], [s sz - i s cz, c cz + i c sz]]
         bi = (src >> (N - 1 - q)) & 1
         bj = (cols >> (N - 1 - q)) & 1
@@ -39,8 +49,8 @@ def _layer(theta_ptr, base, fmask, src, cols, N: tl.constexpr, D: tl.constexpr, 
 
 
 @triton.jit
-def ansatz_kernel(theta_ptr, src_ptr, out_ptr, psi_ptr, F, L, N: tl.constexpr, D: tl.constexpr, FB: tl.constexpr,
-                  SAVE: tl.constexpr, ACC: tl.constexpr):
+def ansatz_kernel(theta_ptr, src_ptr, out_ptr, psi_ptr, F, L, N: tl.constexpr, N_PAD: tl.constexpr,
+                  D: tl.constexpr, FB: tl.constexpr, SAVE: tl.constexpr, ACC: tl.constexpr):
     """``out[f]`` (``view_as_real``, ``(D, 2)``) ``= U_L ... U_1 |0>`` for the filters ``f`` of block ``program_id(0)``
     of angles ``theta`` ``(F, L, N, 2)``; ``SAVE``: every layer's state ``psi[f, l]`` ``(L + 1, D, 2)``."""
     f = tl.program_id(0).to(tl.int64) * FB + tl.arange(0, FB)
@@ -55,7 +65,7 @@ def ansatz_kernel(theta_ptr, src_ptr, out_ptr, psi_ptr, F, L, N: tl.constexpr, D
         tl.store(psi_ptr + first, re, mask=both)
         tl.store(psi_ptr + first + 1, im, mask=both)
     for layer in range(L):
-        ure, uim = _layer(theta_ptr, (f * L + layer) * N * 2, fmask, src, idx[None, None, :], N, D, FB, ACC)
+        ure, uim = _layer(theta_ptr, (f * L + layer) * N * 2, fmask, src, idx[None, None, :], N, N_PAD, D, FB, ACC)
         new_re = tl.sum(ure * re[:, None, :] - uim * im[:, None, :], axis=2)
         im = tl.sum(ure * im[:, None, :] + uim * re[:, None, :], axis=2)
         re = new_re
@@ -93,7 +103,7 @@ def ansatz_grad_kernel(theta_ptr, src_ptr, signs_ptr, psi_ptr, grad_ptr, out_ptr
         db = tl.sum((cre * pim + cim * pre)[:, :, None] * half_signs[None, :, :], axis=1)
         tl.store(out_ptr + out_base[:, None] + qs[None, :] * 2 + 1, db.to(out_ptr.dtype.element_ty),
                  mask=both & (qs < N)[None, :])
-        ure, uim = _layer(theta_ptr, (f * L + layer) * N * 2, fmask, src, idx[None, None, :], N, D, FB, ACC)
+        ure, uim = _layer(theta_ptr, (f * L + layer) * N * 2, fmask, src, idx[None, None, :], N, N_PAD, D, FB, ACC)
         new_re = tl.sum(cre[:, :, None] * ure - cim[:, :, None] * uim, axis=1)
         cim = tl.sum(cre[:, :, None] * uim + cim[:, :, None] * ure, axis=1)
         cre = new_re

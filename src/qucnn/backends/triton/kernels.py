@@ -175,46 +175,49 @@ def input_grad_kernel(x_ptr, scale_ptr, s_ptr, a_ptr, e_ptr, gx_ptr, B, C, K, H,
                       sxb, sxc, sxh, sxw, ssk, sst, SH, SW, PH, PW, DH, DW,
                       KH: tl.constexpr, KW: tl.constexpr, R_PAD: tl.constexpr, BLOCK: tl.constexpr,
                       COMPLEX: tl.constexpr, HAS_SCALE: tl.constexpr, ACC: tl.constexpr):
-    """``dL/dx`` of every input value (flattened ``(B, C, H, W)``), gathered (no atomics): the sum over the windows
-    that hold it of ``sum_r W[r, t] A[r, window] - x e[window]`` (``t`` its tap there), times the image's scale."""
-    q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    live = q < B * C * H * W
-    b = q // (C * H * W)
-    ci = ((q // (H * W)) % C).to(tl.int32)
-    y = ((q // W) % H).to(tl.int32)
-    xc = (q % W).to(tl.int32)
+    """``dL/dx`` of ``BLOCK`` values of one channel plane ``(b, c)``, gathered (no atomics): the sum over the
+    windows that hold a value of ``sum_r W[r, t] A[r, window] - x e[window]`` (``t`` its tap there), times the
+    image's scale. One tap at a time: its filter column is a vector, its ``A`` a ``(R_PAD, BLOCK)`` gather."""
+    pid = tl.program_id(0)
+    nblk = tl.cdiv(H * W, BLOCK)
+    plane = pid // nblk
+    b = plane // C
+    ci = plane % C
+    q = (pid % nblk) * BLOCK + tl.arange(0, BLOCK)
+    live = q < H * W
+    y = q // W
+    xc = q % W
     rows = tl.arange(0, R_PAD)
     rmask = rows < 2 * K
     kf = rows // 2
     part = rows % 2
     acc = tl.zeros((BLOCK,), dtype=ACC)
     esum = tl.zeros((BLOCK,), dtype=ACC)
-    for i in tl.static_range(KH):
-        for j in tl.static_range(KW):
-            ty = y + PH - i * DH
-            tx = xc + PW - j * DW
-            ok = live & (ty >= 0) & (tx >= 0) & (ty % SH == 0) & (tx % SW == 0)
-            r = tl.where(ok, ty // SH, 0)
-            c = tl.where(ok, tx // SW, 0)
-            ok = ok & (r < HO) & (c < WO)
-            win = b * P + r * WO + c
-            t = ci * (KH * KW) + i * KW + j
-            both = rmask[:, None] & ok[None, :]
-            if COMPLEX:
-                w = tl.load(s_ptr + kf[:, None] * ssk + t[None, :] * sst + part[:, None], mask=both, other=0.0)
-                w = tl.where(part[:, None] == 1, -w, w).to(ACC)
-            else:
-                w = tl.load(s_ptr + kf[:, None] * ssk + t[None, :] * sst, mask=both & (part[:, None] == 0),
-                            other=0.0).to(ACC)
-            a = tl.load(a_ptr + (b * 2 * K)[None, :] * P + rows[:, None] * P + (win - b * P)[None, :], mask=both,
-                        other=0.0)
-            acc += tl.sum(w * a.to(ACC), axis=0)
-            for chunk in range(NKC):
-                esum += tl.load(e_ptr + chunk * B * P + win, mask=ok, other=0.0).to(ACC)
-    xv = tl.load(x_ptr + b * sxb + ci * sxc + y * sxh + xc * sxw, mask=live, other=0.0).to(ACC)
+    for tap in range(KH * KW):
+        i = tap // KW
+        j = tap % KW
+        ty = y + PH - i * DH
+        tx = xc + PW - j * DW
+        ok = live & (ty >= 0) & (tx >= 0) & (ty % SH == 0) & (tx % SW == 0)
+        r = tl.where(ok, ty // SH, 0)
+        c = tl.where(ok, tx // SW, 0)
+        ok = ok & (r < HO) & (c < WO)
+        win = b.to(tl.int64) * P + r * WO + c
+        t = ci * (KH * KW) + tap
+        if COMPLEX:
+            w = tl.load(s_ptr + kf * ssk + t * sst + part, mask=rmask, other=0.0).to(ACC)
+            w = tl.where(part == 1, -w, w)
+        else:
+            w = tl.load(s_ptr + kf * ssk + t * sst, mask=rmask & (part == 0), other=0.0).to(ACC)
+        a = tl.load(a_ptr + (b.to(tl.int64) * 2 * K + rows)[:, None] * P + (r * WO + c)[None, :],
+                    mask=rmask[:, None] & ok[None, :], other=0.0)
+        acc += tl.sum(w[:, None] * a.to(ACC), axis=0)
+        for chunk in range(NKC):
+            esum += tl.load(e_ptr + chunk * B * P + win, mask=ok, other=0.0).to(ACC)
+    xv = tl.load(x_ptr + b.to(tl.int64) * sxb + ci * sxc + y * sxh + xc * sxw, mask=live, other=0.0).to(ACC)
     if HAS_SCALE:
-        scale = tl.load(scale_ptr + b, mask=live, other=1.0).to(ACC)
+        scale = tl.load(scale_ptr + b).to(ACC)
         grad = (acc - xv * scale * esum) * scale
     else:
         grad = acc - xv * esum
-    tl.store(gx_ptr + q, grad.to(gx_ptr.dtype.element_ty), mask=live)
+    tl.store(gx_ptr + plane.to(tl.int64) * H * W + q, grad.to(gx_ptr.dtype.element_ty), mask=live)

@@ -38,18 +38,27 @@ from . import ansatz_kernels, binomial, kernels
 MAX_TAPS = 256
 #: Largest filter register (amplitudes) the ansatz kernels hold as a ``d x d`` tile; larger ones use torch.
 MAX_ANSATZ_DIM = 64
-#: Filters per program (larger banks are split over programs, each re-reading the same patches).
+#: Filters per program (larger banks are split over programs, each re-reading the same patches from cache).
 MAX_CHUNK = 64
-#: Elements of the largest float32 register tile: ``2 KC x BLOCK`` overlaps and ``M_PAD x BLOCK`` patch values
-#: (the anchors measured spills for ``K * BLOCK > 8192``). Half of it in float64; an eighth with shots (the
-#: sampler holds ~15 float64 values per output).
-TILE_ELEMENTS = 8192
+#: Register budgets: elements of a program's tiles per thread (32 threads a warp), the largest that compile
+#: without spills for sm_90 (``benchmarks/triton_compile_check.py``, ``ptxas -v``; float64 counts twice):
+#: the forward holds the patches and the overlaps, ``(2 KC + M_PAD) x BLOCK``; the backward the overlaps, the
+#: upstream gradient and ``A``, each ``2 KC x BLOCK``, per tile; the shot sampler about 40 float64 values per
+#: output, ``KC x BLOCK``; the input gradient ``R_PAD x BLOCK``; the ansatz ``FB x D x D``.
+FORWARD_PER_THREAD = 64
+BACKWARD_PER_THREAD = 16
+SHOTS_PER_THREAD = 2
+INPUT_GRAD_PER_THREAD = 16
+ANSATZ_PER_THREAD = 8
+#: Largest block of output positions per program, and warps per program.
+MAX_BLOCK = 256
+WARPS = (4, 8)
 #: Programs per streaming multiprocessor in the backward (each reduces a slice of the windows).
 SLOTS_PER_SM = 4
 #: Slices of the backward in Triton's interpreter (more than one, so the second pass is exercised).
 INTERPRETER_SLOTS = 3
 #: Outputs per program of :func:`binomial.sample_kernel` (on a GPU; the interpreter, whose cost is per operation
-#: rather than per element, takes :data:`INTERPRETER_SAMPLE_BLOCK`).
+#: rather than per element, takes larger blocks).
 SAMPLE_BLOCK = 256
 INTERPRETER_SAMPLE_BLOCK = 4096
 #: Output positions per program in the interpreter.
@@ -57,6 +66,8 @@ INTERPRETER_BLOCK = 2048
 #: ``log k! - [(k + 1/2) log(k + 1) - (k + 1) + log(2 pi) / 2]`` for ``k = 0 .. 9`` (the sampler's table).
 STIRLING_TAILS = tuple(math.lgamma(k + 1) - (k + 0.5) * math.log(k + 1) + (k + 1) - 0.5 * math.log(2 * math.pi)
                        for k in range(10))
+#: The kinds of fidelity launch :func:`plan` sizes: the forward, the backward, the forward with the shot sampler.
+KINDS = ("forward", "backward", "shots")
 
 
 def interpreting() -> bool:
@@ -99,31 +110,49 @@ class Plan:
     warps: int
 
 
+def _tile(kind: str, kc: int, m_pad: int) -> tuple[int, int]:
+    """``(elements per position of a block, budget per thread)`` of a launch of ``kind``."""
+    if kind == "forward":
+        return 2 * kc + m_pad, FORWARD_PER_THREAD
+    if kind == "backward":
+        return 2 * kc, BACKWARD_PER_THREAD
+    return kc, SHOTS_PER_THREAD
+
+
 @functools.lru_cache(maxsize=256)
-def plan(filters: int, taps: int, double: bool, shots: bool, interpreted: bool = False) -> Plan:
-    """The tiles for ``filters`` filters and ``taps = C kh kw`` patch values, in float64 (``double``) or float32,
-    with the shot sampler in the epilogue (``shots``: smaller tiles, it holds more registers). ``interpreted``:
-    for Triton's interpreter, whose cost is per operation rather than per element: large blocks.
+def plan(filters: int, taps: int, double: bool, kind: str = "forward", interpreted: bool = False) -> Plan:
+    """The tiles for ``filters`` filters and ``taps = C kh kw`` patch values in float64 (``double``) or float32,
+    for a launch of ``kind`` (:data:`KINDS`: the forward, the backward, the forward with the shot sampler):
+    the largest block (at most :data:`MAX_BLOCK`) whose tiles fit the kind's per-thread budget with 4 warps,
+    else with 8. ``interpreted``: for Triton's interpreter, whose cost is per operation: large blocks.
 
     Example:
-        >>> plan(8, 16, False, False)
+        >>> plan(8, 16, False)
         Plan(kc=8, nkc=1, block=256, m_pad=16, warps=4)
+        >>> plan(32, 16, False, "backward")
+        Plan(kc=32, nkc=1, block=64, m_pad=16, warps=8)
     """
-    limit = 1 << 20 if interpreted else TILE_ELEMENTS // (2 if double else 1) // (8 if shots else 1)
     m_pad = max(16, _pow2(taps))
     kc = min(MAX_CHUNK, max(8, _pow2(filters)))
-    while kc > 8 and 2 * kc * 16 > limit:
+    if interpreted:
+        return Plan(kc, -(-filters // kc), INTERPRETER_BLOCK, m_pad, WARPS[0])
+    per_position, per_thread = _tile(kind, kc, m_pad)
+    # elements one program may hold; float64 counts twice, and four times in the backward's products
+    most = per_thread * 32 * WARPS[-1] // ((4 if kind == "backward" else 2) if double else 1)
+    while kc > 8 and per_position * 16 > most:
         kc //= 2
-    block = INTERPRETER_BLOCK if interpreted else 256
-    while block > 16 and max(2 * kc, m_pad) * block > limit:
+        per_position = _tile(kind, kc, m_pad)[0]
+    block = MAX_BLOCK
+    while block > 16 and per_position * block > most:
         block //= 2
-    return Plan(kc, -(-filters // kc), block, m_pad, 4 if 2 * kc * block <= 4096 else 8)
+    fits_four = per_position * block <= most * WARPS[0] // WARPS[-1]
+    return Plan(kc, -(-filters // kc), block, m_pad, WARPS[0] if fits_four else WARPS[-1])
 
 
 def _fit(p: Plan, items: int) -> Plan:
     """``p`` with its block no larger than the work (at least 16, the smallest product tile)."""
     block = min(p.block, max(16, _pow2(items)))
-    return p if block == p.block else Plan(p.kc, p.nkc, block, p.m_pad, 4 if 2 * p.kc * block <= 4096 else 8)
+    return p if block == p.block else Plan(p.kc, p.nkc, block, p.m_pad, p.warps)
 
 
 def _slots(items: int, device: torch.device) -> int:
@@ -175,10 +204,13 @@ def _forward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, ou
              shots: int | None = None, key: Tensor | None = None, count_runs: bool = False) -> Tensor:
     """Launch :func:`kernels.forward_kernel` into ``out`` ``(G, B, O, H', W')``; returns the count (0-dim int64)."""
     b, c, h, w = x.shape
+    if b == 0:
+        return torch.zeros((), dtype=torch.int64, device=x.device)
     ho, wo = spec.output_size(h, w)
     k = states.shape[0]
     double = x.dtype == torch.float64
-    p = _fit(plan(k, spec.patch_size(c), double, shots is not None, interpreting()), b * ho * wo)
+    p = _fit(plan(k, spec.patch_size(c), double, "shots" if shots is not None else "forward", interpreting()),
+             b * ho * wo)
     sview, is_complex = _state_view(states)
     programs = -(-(b * ho * wo) // p.block) * p.nkc
     counts = torch.empty(programs, dtype=torch.int32, device=x.device)
@@ -203,10 +235,7 @@ def _maps_nograd(x: Tensor, states: Tensor, spec: ConvSpec, want_mask: bool,
                  out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     fid = _empty_like_maps(x, states.shape[0], spec, out_dtype)
     valid = torch.empty((x.shape[0], 1) + fid.shape[-2:], dtype=torch.uint8, device=x.device) if want_mask else None
-    if x.shape[0] == 0:
-        count = torch.zeros((), dtype=torch.int64, device=x.device)
-    else:
-        count = _forward(x, image_scale(x), states, spec, fid, 1, valid)
+    count = _forward(x, image_scale(x), states, spec, fid, 1, valid)
     mask = valid.view(torch.bool) if want_mask else torch.empty(0, dtype=torch.bool, device=x.device)
     return fid, count, mask
 
@@ -215,10 +244,12 @@ def _backward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, g
               need_states: bool) -> tuple[Tensor | None, Tensor | None]:
     """``(dL/dx, dL/dstates)`` (each when asked) for upstream ``g`` ``(B, K, H', W')``."""
     b, c, h, w = x.shape
+    if b == 0:
+        return (torch.zeros_like(x) if need_x else None), (torch.zeros_like(states) if need_states else None)
     ho, wo = spec.output_size(h, w)
     k = states.shape[0]
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    p = _fit(plan(k, spec.patch_size(c), acc == torch.float64, False, interpreting()), b * ho * wo)
+    p = _fit(plan(k, spec.patch_size(c), acc == torch.float64, "backward", interpreting()), b * ho * wo)
     sview, is_complex = _state_view(states)
     slots = _slots(-(-(b * ho * wo) // p.block), x.device)
     part = torch.empty((slots * p.nkc, 2 * p.kc, p.m_pad), dtype=acc, device=x.device)
@@ -240,15 +271,24 @@ def _backward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, g
     grad_x = None
     if need_x:
         grad_x = torch.empty((b, c, h, w), dtype=x.dtype, device=x.device)
-        rows = max(16, _pow2(2 * k))
-        cap = INTERPRETER_BLOCK if interpreting() else 256
-        block = max(16, min(cap, TILE_ELEMENTS // (2 if acc == torch.float64 else 1) // rows, _pow2(b * c * h * w)))
-        kernels.input_grad_kernel[(-(-(b * c * h * w) // block),)](
+        rows, block, warps = _input_grad_tiles(k, h * w, acc == torch.float64)
+        kernels.input_grad_kernel[(b * c * -(-(h * w) // block),)](
             x, dummy if scale is None else scale, sview, a, e, grad_x, b, c, k, h, w, ho, wo, ho * wo, p.nkc,
             *x.stride(), sview.stride(0), sview.stride(1), *geometry, KH=spec.kernel[0], KW=spec.kernel[1],
             R_PAD=rows, BLOCK=block, COMPLEX=is_complex, HAS_SCALE=scale is not None, ACC=_acc(x.dtype),
-            num_warps=4 if rows * block <= 4096 else 8)
+            num_warps=warps)
     return grad_x, grad_states
+
+
+def _input_grad_tiles(filters: int, plane: int, double: bool) -> tuple[int, int, int]:
+    """``(R_PAD, BLOCK, warps)`` of :func:`kernels.input_grad_kernel`: ``2K`` rows of ``A`` (padded) x ``BLOCK``
+    values of one channel plane (``plane = H W``)."""
+    rows = max(16, _pow2(2 * filters))
+    if interpreting():
+        return rows, max(16, min(INTERPRETER_BLOCK, _pow2(plane))), WARPS[0]
+    most = INPUT_GRAD_PER_THREAD * 32 * WARPS[-1] // (2 if double else 1)
+    block = max(16, min(MAX_BLOCK, most // rows, _pow2(plane)))
+    return rows, block, WARPS[0] if rows * block <= most * WARPS[0] // WARPS[-1] else WARPS[-1]
 
 
 class _Maps(torch.autograd.Function):
@@ -296,7 +336,7 @@ def fidelity_maps(x: Tensor, states: Tensor, spec: ConvSpec, want_mask: bool = F
         raise UsageError(f"filter states of length {states.shape[-1]} cannot hold patches of "
                          f"{spec.patch_size(x.shape[1])} values")
     out_dtype = out_dtype or x.dtype
-    if x.shape[0] and torch.is_grad_enabled() and (x.requires_grad or states.requires_grad):
+    if torch.is_grad_enabled() and (x.requires_grad or states.requires_grad):
         fid, count, mask = _Maps.apply(x, states, spec, want_mask, out_dtype)
     else:
         fid, count, mask = _maps_nograd(x.detach(), states.detach(), spec, want_mask, out_dtype)
@@ -315,8 +355,6 @@ def expectations(x: Tensor, states: Tensor, groups: int, spec: ConvSpec, upstrea
     o = states.shape[0] // groups
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     out = torch.empty((groups, b, o) + spec.output_size(*x.shape[-2:]), dtype=acc, device=x.device)
-    if b == 0:
-        return out, torch.zeros((), dtype=torch.int64, device=x.device)
     key = philox_key(generator, x.device) if shots is not None else None
     up = None if upstream is None else upstream.contiguous()
     mk = None if mask is None else mask.expand(b, o, *out.shape[-2:]).contiguous().view(torch.uint8)
@@ -349,24 +387,28 @@ def sample(expectation: Tensor, valid: Tensor | None, shots: int, generator: tor
 
 
 # -- the ansatz --------------------------------------------------------------------------------------
-def _filter_block(filters: int, d: int) -> int:
-    """Filters per program of the ansatz kernels: ``(FB, d, d)`` tiles of at most 2048 elements (the interpreter:
-    as many filters as there are, up to 256)."""
-    cap = 256 if interpreting() else max(1, 2048 // (d * d))
-    return max(1, min(cap, _pow2(filters)))
+def _filter_block(filters: int, d: int, double: bool) -> tuple[int, int]:
+    """``(FB, warps)`` of the ansatz kernels: ``FB`` filters per program, ``(FB, d, d)`` tiles within the
+    per-thread budget (the interpreter: as many filters as there are, up to 256)."""
+    if interpreting():
+        return max(1, min(256, _pow2(filters))), WARPS[0]
+    most = ANSATZ_PER_THREAD * 32 * WARPS[-1] // (2 if double else 1)
+    fb = max(1, min(_pow2(filters), most // (d * d)))
+    return fb, WARPS[0] if fb * d * d <= most * WARPS[0] // WARPS[-1] else WARPS[-1]
 
 
 def _ansatz_launch(theta: Tensor, save: bool) -> tuple[Tensor, Tensor | None]:
     f, layers, n, _ = theta.shape
     d = 1 << n
-    fb = _filter_block(f, d)
+    fb, warps = _filter_block(f, d, theta.dtype == torch.float64)
     src = _device_tables(n, theta.device, theta.dtype)[0].to(torch.int32)
     cdtype = torch.complex128 if theta.dtype == torch.float64 else torch.complex64
     out = torch.empty((f, d), dtype=cdtype, device=theta.device)
     psis = torch.empty((f, layers + 1, d, 2), dtype=theta.dtype, device=theta.device) if save else None
     ansatz_kernels.ansatz_kernel[(-(-f // fb),)](theta, src, torch.view_as_real(out), torch.view_as_real(out)
-                                                 if psis is None else psis, f, layers, N=n, D=d, FB=fb, SAVE=save,
-                                                 ACC=_acc(theta.dtype), num_warps=4)
+                                                 if psis is None else psis, f, layers, N=n, N_PAD=_pow2(n), D=d,
+                                                 FB=fb, SAVE=save,
+                                                 ACC=_acc(theta.dtype), num_warps=warps)
     return out, psis
 
 
@@ -392,10 +434,10 @@ class _Ansatz(torch.autograd.Function):
         out = torch.empty_like(theta)
         cdtype = torch.complex128 if theta.dtype == torch.float64 else torch.complex64
         g = torch.view_as_real(grad.to(cdtype).resolve_conj().contiguous())
-        fb = _filter_block(f, 1 << n)
+        fb, warps = _filter_block(f, 1 << n, theta.dtype == torch.float64)
         ansatz_kernels.ansatz_grad_kernel[(-(-f // fb),)](theta, src, signs, psis, g, out, f, layers, N=n,
                                                           N_PAD=_pow2(n), D=1 << n, FB=fb, ACC=_acc(theta.dtype),
-                                                          num_warps=4)
+                                                          num_warps=warps)
         return out
 
 
@@ -413,5 +455,5 @@ def ansatz_states(theta: Tensor) -> Tensor:
     return _ansatz_launch(theta, save=False)[0]
 
 
-__all__ = ["MAX_ANSATZ_DIM", "MAX_CHUNK", "MAX_TAPS", "Plan", "TILE_ELEMENTS", "ansatz_states", "check_device",
+__all__ = ["KINDS", "MAX_ANSATZ_DIM", "MAX_CHUNK", "MAX_TAPS", "Plan", "ansatz_states", "check_device",
            "expectations", "fidelity_maps", "image_scale", "interpreting", "philox_key", "plan", "sample", "supports"]
