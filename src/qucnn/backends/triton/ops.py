@@ -249,7 +249,10 @@ def _backward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, g
     ho, wo = spec.output_size(h, w)
     k = states.shape[0]
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    p = _fit(plan(k, spec.patch_size(c), acc == torch.float64, "backward", interpreting()), b * ho * wo)
+    p = plan(k, spec.patch_size(c), acc == torch.float64, "backward", interpreting())
+    if need_x and not interpreting():  # it also stores A and e: half the block keeps it free of spills
+        p = Plan(p.kc, p.nkc, max(16, p.block // 2), p.m_pad, p.warps)
+    p = _fit(p, b * ho * wo)
     sview, is_complex = _state_view(states)
     slots = _slots(-(-(b * ho * wo) // p.block), x.device)
     part = torch.empty((slots * p.nkc, 2 * p.kc, p.m_pad), dtype=acc, device=x.device)
