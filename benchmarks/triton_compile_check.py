@@ -100,6 +100,7 @@ def workload() -> None:
     """The launches to compile: maps and gradients in every input dtype for five geometries (1 to 130 filters),
     the fused expectations with shots and with upstream deltas and a mask, sampling, and the ansatz."""
     from qucnn.backends.triton import ops
+    from qucnn.backends.triton.ansatz_ops import ansatz_states
     from qucnn.core.geometry import ConvSpec
 
     gen = torch.Generator().manual_seed(0)
@@ -119,7 +120,7 @@ def workload() -> None:
     for dtype in (torch.float32, torch.float64):
         for n in (2, 4, 6):
             theta = torch.rand(8, 3, n, 2, dtype=dtype).requires_grad_(True)
-            ops.ansatz_states(theta).abs().sum().backward()
+            ansatz_states(theta).abs().sum().backward()
 
 
 def main() -> int:

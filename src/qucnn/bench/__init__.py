@@ -73,7 +73,8 @@ def run(workloads: Iterable[str] = WORKLOADS, quick: bool = False, device: str =
     rows: list[dict] = []
     gpu = device == "cuda" and torch.cuda.is_available()
     if device == "cuda" and not gpu:
-        notes.append("--device cuda: no CUDA device here; GPU rows skipped, CPU rows only")
+        notes.append("--device cuda: no CUDA device here; GPU rows skipped" + (
+            " (and --skip-cpu leaves out the CPU rows)" if skip_cpu else ", CPU rows only"))
     if gpu:
         devices.append("cuda")
     size = wl.sizes(quick)

@@ -9,7 +9,7 @@ imported: for the GPU, or for Triton's interpreter on CPU tensors when ``TRITON_
   the input gradient;
 - :mod:`.binomial`: exact binomial draws (inversion, BTRS) from Philox;
 - :mod:`.ansatz_kernels`: the filter states and their adjoint gradient;
-- :mod:`.ops`: launches and autograd functions; :mod:`.backend`: :class:`TritonBackend`.
+- :mod:`.ops`, :mod:`.ansatz_ops`: launches and autograd functions; :mod:`.backend`: :class:`TritonBackend`.
 
 See ``docs/gpu.md``.
 """

@@ -24,6 +24,7 @@ from ..fused_fidelity import RoutePolicy, fused_fidelity
 from ..simulated import SimulatorBackend, _no_autocast
 from ..windows import compute_dtype, prepare_input
 from . import ops
+from .ansatz_ops import ansatz_states
 
 #: How patches larger than the kernels hold are computed.
 _TORCH_ROUTE = RoutePolicy(triton=False)
@@ -42,7 +43,7 @@ class TritonBackend(SimulatorBackend):
     def filter_states(self, theta: Tensor) -> Tensor:
         ops.check_device(theta)
         flat = theta.reshape((-1,) + theta.shape[-3:])
-        return ops.ansatz_states(flat).reshape(theta.shape[:-3] + (-1,))
+        return ansatz_states(flat).reshape(theta.shape[:-3] + (-1,))
 
     def state_maps(self, x: Tensor, states: Tensor, spec: ConvSpec,
                    want_mask: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:

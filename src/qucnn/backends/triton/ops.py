@@ -5,7 +5,7 @@
 - :func:`expectations`: ``<Z_a>`` of a filter group ``(G, O)``, with upstream deltas, a mask and shots all fused
   into one launch (the no-gradient path of a layer with shots, and every gradient estimator).
 - :func:`sample`: shot estimates of given expectations.
-- :func:`ansatz_states`: the filter states ``U(theta)|0>``, one launch forward and one backward.
+(The ansatz kernels' launches are in :mod:`qucnn.backends.triton.ansatz_ops`.)
 
 Inputs are raw images: each image's power-of-two scale (the one :func:`~qucnn.backends.windows.prepare_input`
 applies) is computed on the device and applied as the kernel loads ``x``, so ``x`` is never copied; half
@@ -27,12 +27,11 @@ import torch
 import triton.language as tl
 from torch import Tensor
 
-from ...core.ansatz import _device_tables, ansatz_state
 from ...core.geometry import ConvSpec
 from ...utils.checks import UsageError
 from ..reference import plain_fidelity
 from ..windows import prepare_input
-from . import ansatz_kernels, binomial, kernels
+from . import binomial, kernels
 
 #: Largest patch (``C * kh * kw`` values) one program holds; larger patches run on the torch route.
 MAX_TAPS = 256
@@ -41,7 +40,8 @@ MAX_ANSATZ_DIM = 64
 #: Filters per program (larger banks are split over programs, each re-reading the same patches from cache).
 MAX_CHUNK = 64
 #: Register budgets: elements of a program's tiles per thread (32 threads a warp), the largest that compile
-#: without spills for sm_90 (``benchmarks/triton_compile_check.py``, ``ptxas -v``; float64 counts twice):
+#: without spills for sm_90 (``benchmarks/triton_compile_check.py``, ``ptxas -v``; float64 counts twice, four
+#: times in the backward):
 #: the forward holds the patches and the overlaps, ``(2 KC + M_PAD) x BLOCK``; the backward the overlaps, the
 #: upstream gradient and ``A``, each ``2 KC x BLOCK``, per tile; the shot sampler about 40 float64 values per
 #: output, ``KC x BLOCK``; the input gradient ``R_PAD x BLOCK``; the ansatz ``FB x D x D``.
@@ -389,74 +389,5 @@ def sample(expectation: Tensor, valid: Tensor | None, shots: int, generator: tor
     return est
 
 
-# -- the ansatz --------------------------------------------------------------------------------------
-def _filter_block(filters: int, d: int, double: bool) -> tuple[int, int]:
-    """``(FB, warps)`` of the ansatz kernels: ``FB`` filters per program, ``(FB, d, d)`` tiles within the
-    per-thread budget (the interpreter: as many filters as there are, up to 256)."""
-    if interpreting():
-        return max(1, min(256, _pow2(filters))), WARPS[0]
-    most = ANSATZ_PER_THREAD * 32 * WARPS[-1] // (2 if double else 1)
-    fb = max(1, min(_pow2(filters), most // (d * d)))
-    return fb, WARPS[0] if fb * d * d <= most * WARPS[0] // WARPS[-1] else WARPS[-1]
-
-
-def _ansatz_launch(theta: Tensor, save: bool) -> tuple[Tensor, Tensor | None]:
-    f, layers, n, _ = theta.shape
-    d = 1 << n
-    fb, warps = _filter_block(f, d, theta.dtype == torch.float64)
-    src = _device_tables(n, theta.device, theta.dtype)[0].to(torch.int32)
-    cdtype = torch.complex128 if theta.dtype == torch.float64 else torch.complex64
-    out = torch.empty((f, d), dtype=cdtype, device=theta.device)
-    psis = torch.empty((f, layers + 1, d, 2), dtype=theta.dtype, device=theta.device) if save else None
-    ansatz_kernels.ansatz_kernel[(-(-f // fb),)](theta, src, torch.view_as_real(out), torch.view_as_real(out)
-                                                 if psis is None else psis, f, layers, N=n, N_PAD=_pow2(n), D=d,
-                                                 FB=fb, SAVE=save,
-                                                 ACC=_acc(theta.dtype), num_warps=warps)
-    return out, psis
-
-
-class _Ansatz(torch.autograd.Function):
-    """Filter states from angles ``(F, L, n, 2)``; the backward is the adjoint sweep in one launch."""
-
-    @staticmethod
-    def forward(ctx, theta: Tensor) -> Tensor:
-        out, psis = _ansatz_launch(theta, save=True)
-        ctx.save_for_backward(theta, psis)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        theta, psis = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: differentiate the closed form
-            with torch.enable_grad():
-                state = ansatz_state(theta)
-            return torch.autograd.grad(state, theta, grad, create_graph=True)[0]
-        f, layers, n, _ = theta.shape
-        signs = _device_tables(n, theta.device, theta.dtype)[3].contiguous()
-        src = _device_tables(n, theta.device, theta.dtype)[0].to(torch.int32)
-        out = torch.empty_like(theta)
-        cdtype = torch.complex128 if theta.dtype == torch.float64 else torch.complex64
-        g = torch.view_as_real(grad.to(cdtype).resolve_conj().contiguous())
-        fb, warps = _filter_block(f, 1 << n, theta.dtype == torch.float64)
-        ansatz_kernels.ansatz_grad_kernel[(-(-f // fb),)](theta, src, signs, psis, g, out, f, layers, N=n,
-                                                          N_PAD=_pow2(n), D=1 << n, FB=fb, ACC=_acc(theta.dtype),
-                                                          num_warps=warps)
-        return out
-
-
-def ansatz_states(theta: Tensor) -> Tensor:
-    """``U(theta)|0>`` of angles ``theta`` ``(F, L, n, 2)`` (float32 or float64; half precision computes in
-    float32): complex ``(F, 2**n)``, differentiable (adjoint method). Registers above :data:`MAX_ANSATZ_DIM`
-    amplitudes use the closed form in torch."""
-    check_device(theta)
-    theta = theta if theta.dtype in (torch.float32, torch.float64) else theta.float()
-    if (1 << theta.shape[2]) > MAX_ANSATZ_DIM or theta.shape[0] == 0:
-        return ansatz_state(theta)
-    theta = theta.contiguous()
-    if torch.is_grad_enabled() and theta.requires_grad:
-        return _Ansatz.apply(theta)
-    return _ansatz_launch(theta, save=False)[0]
-
-
-__all__ = ["KINDS", "MAX_ANSATZ_DIM", "MAX_CHUNK", "MAX_TAPS", "Plan", "ansatz_states", "check_device",
+__all__ = ["ANSATZ_PER_THREAD", "KINDS", "MAX_ANSATZ_DIM", "MAX_CHUNK", "MAX_TAPS", "Plan", "WARPS", "check_device",
            "expectations", "fidelity_maps", "image_scale", "interpreting", "philox_key", "plan", "sample", "supports"]
