@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -18,6 +20,13 @@ SIGMAS = 5.0
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--device", default="cpu",
                      help="torch device for tests/test_device.py (default cpu; e.g. cuda on a GPU machine)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Backend "triton" runs its kernels on CPU tensors in Triton's interpreter, which is chosen when the kernels
+    # are first built: set it before any test imports them. With --device cuda they compile for the GPU.
+    if config.getoption("--device") == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

@@ -125,8 +125,12 @@ def test_exact_quantum_gradients_equal_autograd(name, mode):
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_shot_estimates_are_binomial(name):
-    """Mean within 5 standard errors of F and variance within 5 of its standard errors of (1 - F^2) / S."""
-    shots, repeats = (200 if get_backend(name).exact else 25), 400  # a circuit backend pays for every shot
+    """Mean within 5 standard errors of F and variance within 5 of its standard errors of (1 - F^2) / S. The
+    repeats are copies of the batch within a call and successive calls: draws must be independent both ways."""
+    exact = get_backend(name).exact
+    shots, calls = (200, 8) if exact else (25, 2)  # a circuit backend pays for every shot and every job
+    repeats = 400
+    copies = repeats // calls
     layer, x = make(CONFIGS[0], name, out=2, layers=1)
     exact = QuConv2d(1, 2, 2, layers=1).double()
     exact.load_state_dict(layer.state_dict())
@@ -134,9 +138,10 @@ def test_shot_estimates_are_binomial(name):
         f = exact(x)
         layer.shots = shots
         layer.generator = torch.Generator().manual_seed(11)
-        # one call on `repeats` copies of x: every output is estimated `repeats` times, independently (a circuit
-        # backend binds identical circuits once and splits their shots), in one job instead of `repeats`
-        draws = layer(x.repeat(repeats, 1, 1, 1)).unflatten(0, (repeats, x.shape[0])).double()
+        # copies of x in one call: every output is estimated `copies` times, independently (a circuit backend
+        # binds identical circuits once and splits their shots), in one job instead of `copies`
+        batch = x.repeat(copies, 1, 1, 1)
+        draws = torch.cat([layer(batch).unflatten(0, (copies, x.shape[0])) for _ in range(calls)]).double()
     valid = f > 0
     mean, var = draws.mean(0), draws.var(0)
     theory = (1 - f**2) / shots
@@ -196,7 +201,7 @@ def test_registry_lists_adds_and_refuses():
     assert get_backend("torch") is get_backend("torch")
     own = TorchBackend()
     assert get_backend(own) is own
-    with pytest.raises(ValueError, match="unknown backend 'nope'; registered: torch, reference"):
+    with pytest.raises(ValueError, match="unknown backend 'nope'; registered: torch, reference, triton, aer, pennylane"):
         get_backend("nope")
     with pytest.raises(ValueError, match="unknown backend"):
         QuConv2d(1, 2, 2, backend="nope")

@@ -160,3 +160,30 @@ def test_a_target_with_a_missing_peer_is_not_evaluated_never_met_against_another
     assert "| 500 | NO |" in markdown({"rows": [], "targets": targets(w1)})
     w2 = targets([_row("w2", "qucnn-autograd", 1.0), _row("w2", "pennylane-backprop", None, True, True)])
     assert w2[0]["met"] is None and w2[0]["missing"] == ["pennylane-backprop"]
+
+
+def test_gpu_rows_run_their_code_paths_on_the_cpu(monkeypatch):
+    """The rows of --device cuda (qucnn.bench.gpu), on 3 images on the CPU (backend 'triton' in Triton's
+    interpreter): every implementation runs, agrees with the float64 reference, and gets its ratios."""
+    from qucnn.bench import gpu, runner
+
+    monkeypatch.setattr(runner, "MIN_SAMPLE_S", 0.0)  # one call per sample: the paths, not the timings
+    monkeypatch.setattr(gpu, "VARIANTS", (gpu.VARIANTS[0], gpu.VARIANTS[3], gpu.VARIANTS[4]))  # each kind once
+    rows, notes = gpu.w4_rows(3, repeats=1, device="cpu")
+    live = [r for r in rows if not r.get("skipped")]
+    assert len(live) == len(rows) == 1 + 3 * 3  # memcpy; forward, forward+backward and shots, 3 each
+    by = {(r["variant"], r["impl"]): r for r in live}
+    for impl in ("qucnn-triton", "qucnn-torch", "torch-two-conv"):
+        assert by[("K=8 forward", impl)]["max_abs_err"] < 1e-5 and by[("K=8 forward", impl)]["x_floor"] > 0
+        assert by[("K=32 forward+backward", impl)]["grad_rel_err"] < 1e-4
+    shots = {impl: r for (variant, impl), r in by.items() if "shots" in variant}
+    assert set(shots) == {"qucnn-triton", "qucnn-torch", "torch-binomial"}
+    assert shots["qucnn-triton"]["max_z"] < 6 and shots["qucnn-torch"]["max_z"] < 6
+    assert by[("K=8 forward", "qucnn-torch")]["speedup_vs"]["torch-two-conv"] > 0
+    targets = gpu.targets(rows)
+    assert len(targets) == 3 and all(t["met"] is None for t in targets)  # 3 images: reported, not judged
+    assert "3 images on cpu" in notes[0]
+    cases = gpu.w3_cases(2, "cpu")
+    assert [c.impl for c in cases] == ["qucnn-triton", "qucnn-torch", "torch-two-conv"]
+    losses = [float(c.fn()) for c in cases]  # one training step each, from the same seeded start
+    assert max(losses) - min(losses) < 1e-4

@@ -73,8 +73,10 @@ def test_layer_on_device_matches_the_float64_reference(geometry, x_grad, allow_t
     expected, theta_grad, x_grad_ref = _reference(layer, x, g, x_grad)
     nonzero_patches = int(valid_patches(x.double(), layer._spec).sum())
     tol_f, tol_g = (TF32_F, TF32_GRAD) if allow_tf32 else (F32_F, F32_GRAD)
-    # one pass, and chunks of one image recomputed in the backward
-    for backend in (TorchBackend(), TorchBackend(RoutePolicy(chunk_elements=1, save_elements=1))):
+    # on a GPU: the Triton kernels ("torch" hands CUDA tensors to them), then the torch routes in one pass and in
+    # chunks of one image recomputed in the backward (on the CPU all three are the torch routes)
+    for backend in (TorchBackend(), TorchBackend(RoutePolicy(triton=False)),
+                    TorchBackend(RoutePolicy(chunk_elements=1, save_elements=1, triton=False))):
         layer.backend = backend
         dev_layer = layer.to(device)
         dev_layer.zero_grad()

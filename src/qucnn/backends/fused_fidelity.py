@@ -60,6 +60,8 @@ class RoutePolicy:
         band_max_size: images up to this many rows and columns get their window sums from two 0/1
             band-matrix products (1.8x faster than shifted adds on CPU for 28x28 images), larger ones from
             ``kh + kw`` shifted adds.
+        triton: CUDA tensors go to the fused Triton kernels of backend ``"triton"`` when Triton is installed
+            (and not in its interpreter); ``False`` keeps them on the routes above. The CPU never uses them.
 
     Example:
         >>> RoutePolicy(route="conv").resolved(torch.device("cpu")).chunk_elements
@@ -70,9 +72,12 @@ class RoutePolicy:
     chunk_elements: int | None = None
     save_elements: int | None = None
     band_max_size: int = 64
+    triton: bool = True
 
     def __post_init__(self) -> None:
         one_of(self.route, ROUTES, "route")
+        if not isinstance(self.triton, bool):
+            raise TypeError(f"triton must be True or False, got {self.triton!r}")
         optional_positive_int(self.chunk_elements, "chunk_elements")
         optional_positive_int(self.save_elements, "save_elements")
         positive_int(self.band_max_size, "band_max_size", 0)

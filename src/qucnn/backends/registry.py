@@ -1,5 +1,8 @@
 """Backends by name: ``QuConv2d(..., backend="torch")`` looks its backend up here.
 
+``"triton"`` (:mod:`qucnn.backends.triton`) is registered too; it is available where Triton is installed and there
+is a GPU, or ``TRITON_INTERPRET=1`` asks for Triton's interpreter.
+
 Example:
     >>> available_backends()[:2]
     ['torch', 'reference']
@@ -10,9 +13,12 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import Callable
 
-from ..utils.checks import UsageError
+import torch
+
+from ..utils.checks import MissingExtraError, UsageError
 from .base import Backend
 from .pennylane_backend import PennyLaneBackend
 from .qiskit_backend import QiskitBackend
@@ -76,8 +82,28 @@ def _importable(*modules: str) -> Callable[[], bool]:
     return lambda: all(importlib.util.find_spec(m) is not None for m in modules)
 
 
+def triton_requested_interpreter() -> bool:
+    """Whether ``TRITON_INTERPRET`` asks for Triton's interpreter (CPU tensors, for tests)."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _triton_available() -> bool:
+    """Triton is installed, and there is a GPU or the interpreter is asked for."""
+    return importlib.util.find_spec("triton") is not None and (
+        torch.cuda.is_available() or triton_requested_interpreter())
+
+
+def _triton_factory() -> Backend:
+    if importlib.util.find_spec("triton") is None:
+        raise MissingExtraError("backend 'triton' needs Triton: pip install qucnn[gpu]")
+    from .triton import TritonBackend  # optional: imports Triton
+
+    return TritonBackend()
+
+
 register_backend("torch", TorchBackend)
 register_backend("reference", ReferenceBackend)
+register_backend("triton", _triton_factory, available=_triton_available)
 register_backend("aer", QiskitBackend, available=_importable("qiskit", "qiskit_aer"))
 register_backend("pennylane", PennyLaneBackend, available=_importable("pennylane"))
 

@@ -6,7 +6,12 @@ chunking follow a :class:`~qucnn.backends.fused_fidelity.RoutePolicy` (per-devic
 Shots are exact binomial draws. On the CPU, without a gradient to record, the filter states of an angle
 tensor are remembered and reused while it holds the same values (compared exactly, a few hundred numbers),
 so repeated inference prepares the filters once; a GPU would have to synchronise to compare, so there the
-states are always recomputed (a few small kernels).
+states are always recomputed.
+
+On CUDA tensors, when Triton is installed, every step (filter states, maps and their gradients, expectations,
+shots) runs on the fused kernels of backend ``"triton"`` (:mod:`qucnn.backends.triton`) instead;
+``RoutePolicy(triton=False)`` keeps the routes above. Without Triton, CUDA work is sized by the free device
+memory (one pass, or a few chunks), not by the CPU's cache.
 
 Example:
     >>> backend = TorchBackend(RoutePolicy(route="conv"))
@@ -16,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import weakref
 
 import torch
@@ -24,6 +31,7 @@ from torch import Tensor
 from ..core.ansatz import ansatz_state
 from ..core.geometry import ConvSpec
 from ..utils.devices import reads_back_freely
+from .base import Filters, Result
 from .fused_fidelity import RoutePolicy, fused_fidelity
 from .simulated import SimulatorBackend
 
@@ -51,7 +59,13 @@ class TorchBackend(SimulatorBackend):
     def __setstate__(self, state: dict) -> None:
         self.policy, self._cache = state["policy"], {}
 
+    def _kernels(self, t: Tensor) -> SimulatorBackend | None:
+        """The Triton backend for ``t`` when it is a CUDA tensor, the policy allows it and Triton is installed."""
+        return _triton_backend() if t.device.type == "cuda" and self.policy.triton else None
+
     def filter_states(self, theta: Tensor) -> Tensor:
+        if (gpu := self._kernels(theta)) is not None:
+            return gpu.filter_states(theta)
         flat = theta.reshape((-1,) + theta.shape[-3:])
         if (not reads_back_freely(theta.device) or (torch.is_grad_enabled() and theta.requires_grad)
                 or theta.numel() > CACHE_MAX_ANGLES):
@@ -67,7 +81,40 @@ class TorchBackend(SimulatorBackend):
 
     def maps(self, x: Tensor, states: Tensor, spec: ConvSpec,
              want_mask: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        if (gpu := self._kernels(x)) is not None:
+            return gpu.maps(x, states, spec, want_mask)
         return fused_fidelity(x, states, spec, self.policy.resolved(x.device), want_mask)
+
+    def state_maps(self, x: Tensor, states: Tensor, spec: ConvSpec,
+                   want_mask: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+        if (gpu := self._kernels(x)) is not None:
+            return gpu.state_maps(x, states, spec, want_mask)
+        return super().state_maps(x, states, spec, want_mask)
+
+    def sample(self, expectation: Tensor, valid: Tensor | None, shots: int,
+               generator: torch.Generator | None = None) -> Tensor:
+        if (gpu := self._kernels(expectation)) is not None:
+            return gpu.sample(expectation, valid, shots, generator)
+        return super().sample(expectation, valid, shots, generator)
+
+    def expectations(self, x: Tensor, filters: Filters, spec: ConvSpec, *, upstream: Tensor | None = None,
+                     mask: Tensor | None = None, shots: int | None = None,
+                     generator: torch.Generator | None = None) -> Result:
+        if (gpu := self._kernels(x)) is not None:
+            return gpu.expectations(x, filters, spec, upstream=upstream, mask=mask, shots=shots, generator=generator)
+        return super().expectations(x, filters, spec, upstream=upstream, mask=mask, shots=shots, generator=generator)
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_backend() -> SimulatorBackend | None:
+    """The Triton backend if Triton is installed and builds GPU kernels (not its interpreter), else ``None``."""
+    if importlib.util.find_spec("triton") is None:
+        return None
+    try:
+        from .triton import TritonBackend, interpreting  # optional: imports Triton
+    except ImportError:  # an installed Triton that cannot load: the torch routes keep working
+        return None
+    return None if interpreting() else TritonBackend()
 
 
 __all__ = ["CACHE_MAX_ANGLES", "RoutePolicy", "TorchBackend"]

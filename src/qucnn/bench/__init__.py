@@ -7,6 +7,8 @@ Public API:
     Case, measure                                       the timing harness (interleaved medians)
 
 Peers are optional (``pip install qucnn[bench]``): a missing one gives a skipped row with a note.
+``--device cuda`` adds GPU rows (:mod:`qucnn.bench.gpu`): for W3 and W4, the fused Triton kernels, the torch
+backend's own CUDA route and the plain two-``conv2d`` formulation, with the device's copy bandwidth.
 
 Example:
     result = run(["w1"], quick=True, repeats=1)
@@ -23,6 +25,7 @@ from typing import Callable, Iterable
 import torch
 
 from ..utils.checks import UsageError
+from . import gpu as gpu_rows
 from . import hardware as w5
 from . import peers, scale
 from . import workloads as wl
@@ -50,7 +53,7 @@ def _check(workloads: Iterable[str], device: str, repeats: int | None, w4_images
 
 def run(workloads: Iterable[str] = WORKLOADS, quick: bool = False, device: str = "cpu",
         repeats: int | None = None, w4_images: int | None = None,
-        progress: Callable[[str], None] | None = None, w3_batch: int | None = None) -> dict:
+        progress: Callable[[str], None] | None = None, w3_batch: int | None = None, skip_cpu: bool = False) -> dict:
     """Run the chosen workloads and return the result (rows with medians, ratios, targets, notes).
 
     Args:
@@ -60,35 +63,42 @@ def run(workloads: Iterable[str] = WORKLOADS, quick: bool = False, device: str =
         repeats: timed samples per case (default 5, 3 with ``quick``), after one warm-up.
         w4_images: images in W4 (default 60,000; 2,000 with ``quick``).
         w3_batch: images per W3 training step (default 64; at most the embedded training set).
+        skip_cpu: with ``device="cuda"``, leave out the CPU cases of qucnn and torch (W3 and W4 then time only
+            the GPU; W1 and W2 still time their CPU peers).
     """
 
     chosen = _check(workloads, device, repeats, w4_images, w3_batch)
+    if skip_cpu and device != "cuda":
+        raise UsageError("skip_cpu needs device='cuda' (there would be nothing to time)")
     repeats = repeats or (3 if quick else 5)
-    devices = ["cpu"]
+    devices = [] if skip_cpu else ["cpu"]
     notes: list[str] = []
     rows: list[dict] = []
     gpu = device == "cuda" and torch.cuda.is_available()
     if device == "cuda" and not gpu:
-        notes.append("--device cuda: no CUDA device here; GPU rows skipped, CPU rows only")
+        notes.append("--device cuda: no CUDA device here; GPU rows skipped" + (
+            " (and --skip-cpu leaves out the CPU rows)" if skip_cpu else ", CPU rows only"))
     if gpu:
         devices.append("cuda")
     size = wl.sizes(quick)
     if w3_batch is not None:
         size = dataclasses.replace(size, w3_batch=w3_batch)
     result = {"machine": machine_info(device), "config": {"workloads": chosen, "quick": quick, "repeats": repeats,
-                                                           "device": device, "sizes": size.__dict__}}
+                                                           "device": device, "skip_cpu": skip_cpu,
+                                                           "sizes": size.__dict__}}
     for name in chosen:
         if name == "w4":
             count = w4_images or (2000 if quick else 60_000)
-            w4_rows, w4_notes = scale.rows(count, "cpu", repeats, progress)
-            rows += w4_rows
-            notes += w4_notes
-            if gpu:
-                g_rows, g_notes = scale.rows(count, "cuda", repeats, progress)
+            if not skip_cpu:
+                w4_rows, w4_notes = scale.rows(count, "cpu", repeats, progress)
+                rows += w4_rows
+                notes += w4_notes
+            if gpu:  # in this process: the implementations interleaved (see qucnn.bench.gpu)
+                g_rows, g_notes = gpu_rows.w4_rows(count, repeats, "cuda", progress)
                 rows += g_rows
                 notes += g_notes
             elif device == "cuda":
-                rows.append(skipped("w4", "qucnn-exact", "no CUDA device", "cuda", peer=False))
+                rows += gpu_rows.unavailable("w4", "no CUDA device")
             continue
         if name == "w5":
             images, shots = W5_SIZES[quick]
@@ -98,16 +108,20 @@ def run(workloads: Iterable[str] = WORKLOADS, quick: bool = False, device: str =
             result["config"]["w5"] = {"images": images, "shots": shots}
             continue
         cases, missing_rows = getattr(wl, name)(size, devices)
+        if name == "w3" and gpu:
+            cases += gpu_rows.w3_cases(size.w3_batch, "cuda")
         rows += missing_rows + measure(name, cases, repeats, progress)
         if device == "cuda" and not gpu:
             rows.append(skipped(name, "qucnn-exact", "no CUDA device", "cuda", peer=False))
+            if name == "w3":
+                rows += gpu_rows.unavailable("w3", "no CUDA device")
         add_ratios([r for r in rows if r["workload"] == name], wl.REFERENCES[name])
     notes += [f"{r['workload']} {r['impl']}: skipped ({r['note']})" for r in rows if r.get("skipped")]
     try:
         result["machine"]["loadavg_end"] = os.getloadavg()
     except OSError:
         pass
-    result.update(rows=rows, targets=wl.targets(rows), notes=notes,
+    result.update(rows=rows, targets=wl.targets(rows) + gpu_rows.targets(rows), notes=notes,
                   descriptions={**wl.DESCRIPTIONS, "w3": wl.DESCRIPTIONS["w3"].format(w3_batch=size.w3_batch),
                                 "w4": scale.DESCRIPTION, "w5": w5.DESCRIPTION.format(
                                     images=W5_SIZES[quick][0], shots=W5_SIZES[quick][1])},

@@ -255,8 +255,8 @@ def markdown(result: dict) -> str:
 
 
 #: Row fields shown in the table's check column.
-CHECK_KEYS = ("max_abs_err", "max_z", "forward_max_sigmas", "gradient_max_sigmas", "fraction_of_copy", "x_floor", "peak_rss_delta_mib", "peak_cuda_mib",
-              "gib_per_s")
+CHECK_KEYS = ("max_abs_err", "grad_rel_err", "max_z", "forward_max_sigmas", "gradient_max_sigmas", "fraction_of_copy",
+              "x_floor", "peak_rss_delta_mib", "peak_cuda_mib", "gib_per_s", "goal_met")
 
 
 def write(result: dict, path: str | Path) -> tuple[Path, Path]:

@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--json", metavar="PATH", help="write the result as JSON here, and the table beside it (.md)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="cuda adds GPU rows (skipped with a note without a GPU)")
+    p.add_argument("--skip-cpu", action="store_true",
+                   help="with --device cuda: leave out the CPU cases (W3, W4: GPU rows only; for a GPU session's budget)")
     p.add_argument("--repeats", type=int, default=None, help="timed samples per case (default 5, quick 3)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--w4-images", type=int, default=None, help="images in W4 (default 60000, quick 2000)")
@@ -49,10 +51,12 @@ def run(args) -> int:
 
     try:
         result = run_bench(workloads, quick=args.quick, device=args.device, repeats=args.repeats,
-                           w4_images=args.w4_images, progress=progress, w3_batch=args.w3_batch)
+                           w4_images=args.w4_images, progress=progress, w3_batch=args.w3_batch,
+                           skip_cpu=args.skip_cpu)
     finally:
         bar.close()
-    flags = [f"--workload {args.workload}"] + (["--quick"] if args.quick else []) + [
+    flags = [f"--workload {args.workload}"] + (["--quick"] if args.quick else []) + (
+        ["--skip-cpu"] if args.skip_cpu else []) + [
         f"--{name.replace('_', '-')} {value}" for name, value in
         (("device", args.device), ("repeats", args.repeats), ("threads", args.threads),
          ("w4_images", args.w4_images), ("w3_batch", args.w3_batch), ("json", args.json)) if value is not None]

@@ -1,0 +1,223 @@
+"""Triton kernels of the fidelity maps ``F = (Re^2 + Im^2) / ||x||^2``: the forward (with the shot draws fused
+into its epilogue), the filter-state gradient with its deterministic second pass, and the input gradient.
+
+Layout of one program: ``BLOCK`` consecutive output positions of the flattened ``(image, row, column)`` axis
+(so small images share a program and no lane idles at an image's edge) x ``KC`` filters. It gathers the patch
+matrix ``X`` ``(M_PAD, BLOCK)`` of its positions straight from ``x`` (the windows overlap, so neighbouring
+values come from cache, and ``x`` is read from memory about once), scales each column by its image's power of
+two, and takes the overlaps of the ``KC`` filters as ONE product ``Z = W X`` with the filter rows interleaved (``W[2k] = Re f_k``, ``W[2k+1] = -Im f_k``), so ``F_k = (Z[2k]^2 + Z[2k+1]^2) / N``
+with ``N = sum_t X[t]^2`` (0 for all-zero patches). One read of ``x``, one write of ``F``; nothing else.
+
+Products run with ``input_precision="ieee"``: full float32 (or float64), never TF32. Kernels trust their
+inputs; :mod:`qucnn.backends.triton.ops` checks and launches them.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .binomial import shot_estimates
+
+
+@triton.jit
+def _patches(x_ptr, scale_ptr, b, pos, live, H, W, WO, sxb, sxc, sxh, sxw, SH, SW, PH, PW, DH, DW,
+             KH: tl.constexpr, KW: tl.constexpr, M: tl.constexpr, M_PAD: tl.constexpr, HAS_SCALE: tl.constexpr,
+             ACC: tl.constexpr):
+    """The scaled patch matrix ``(M_PAD, BLOCK)`` at images ``b`` and output positions ``pos`` (``live`` lanes):
+    tap ``t = (c, i, j)`` (channel, then kernel row, then column, as a state's amplitudes), zeros for padding,
+    ``t >= M`` and dead lanes."""
+    taps = tl.arange(0, M_PAD)
+    ci = taps // (KH * KW)
+    ki = (taps // KW) % KH
+    kj = taps % KW
+    yy = (pos // WO)[None, :] * SH - PH + ki[:, None] * DH
+    xx = (pos % WO)[None, :] * SW - PW + kj[:, None] * DW
+    inside = (taps < M)[:, None] & live[None, :] & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+    offs = b.to(tl.int64)[None, :] * sxb + ci[:, None] * sxc + yy * sxh + xx * sxw
+    xs = tl.load(x_ptr + offs, mask=inside, other=0.0).to(ACC)
+    if HAS_SCALE:
+        xs = xs * tl.load(scale_ptr + b, mask=live, other=1.0).to(ACC)[None, :]
+    return xs
+
+
+@triton.jit
+def _filter_rows(s_ptr, kc, K, ssk, sst, KC: tl.constexpr, M: tl.constexpr, M_PAD: tl.constexpr,
+                 COMPLEX: tl.constexpr, ACC: tl.constexpr):
+    """``W`` ``(2 KC, M_PAD)`` of filter chunk ``kc``: row ``2k`` the real part, row ``2k + 1`` minus the imaginary
+    part of state ``kc * KC + k`` (read from ``torch.view_as_real`` of complex states; real states give 0)."""
+    rows = tl.arange(0, 2 * KC)
+    k = kc * KC + rows // 2
+    part = rows % 2
+    taps = tl.arange(0, M_PAD)
+    ok = (k < K)[:, None] & (taps < M)[None, :]
+    if COMPLEX:
+        w = tl.load(s_ptr + k[:, None] * ssk + taps[None, :] * sst + part[:, None], mask=ok, other=0.0).to(ACC)
+        return tl.where(part[:, None] == 1, -w, w)
+    return tl.load(s_ptr + k[:, None] * ssk + taps[None, :] * sst, mask=ok & (part[:, None] == 0), other=0.0).to(ACC)
+
+
+@triton.jit
+def forward_kernel(x_ptr, scale_ptr, s_ptr, out_ptr, valid_ptr, count_ptr, up_ptr, mask_ptr, key_ptr, tail_ptr,
+                   B, K, O, H, W, WO, P, NKC, shots, sxb, sxc, sxh, sxw, ssk, sst, SH, SW, PH, PW, DH, DW,
+                   KH: tl.constexpr, KW: tl.constexpr, M: tl.constexpr, M_PAD: tl.constexpr, KC: tl.constexpr,
+                   BLOCK: tl.constexpr, COMPLEX: tl.constexpr, HAS_SCALE: tl.constexpr, WRITE_VALID: tl.constexpr,
+                   HAS_UP: tl.constexpr, HAS_MASK: tl.constexpr, SHOTS: tl.constexpr, COUNT_RUNS: tl.constexpr,
+                   ACC: tl.constexpr):
+    """Fidelities (or ``<Z_a>`` of the Eq. 15 circuit with upstream ``delta``, exact or from ``shots`` shots) of
+    filters ``k = g O + o`` written to ``out[g, b, o, p]``; 0 where nothing runs (all-zero patch, ``delta = 0``,
+    outside ``mask``). ``count_ptr[pid]``: the patches that are not all zero (``COUNT_RUNS``: the circuits run)."""
+    pid = tl.program_id(0)
+    kc = pid % NKC
+    items = (pid // NKC).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    live = items < B * P
+    b = items // P
+    pos = (items % P).to(tl.int32)
+    xs = _patches(x_ptr, scale_ptr, b, pos, live, H, W, WO, sxb, sxc, sxh, sxw, SH, SW, PH, PW, DH, DW, KH, KW, M,
+                  M_PAD, HAS_SCALE, ACC)
+    z = tl.dot(_filter_rows(s_ptr, kc, K, ssk, sst, KC, M, M_PAD, COMPLEX, ACC), xs, input_precision="ieee")
+    n = tl.sum(xs * xs, axis=0)
+    inv = tl.where(n > 0, 1.0 / tl.where(n > 0, n, 1.0), 0.0)
+    fid = tl.sum(tl.reshape(z * z, (KC, 2, BLOCK)), axis=1) * inv[None, :]
+    valid = n > 0
+    k = kc * KC + tl.arange(0, KC)
+    g = (k // O).to(tl.int64)
+    o = k % O
+    omask = (k < K)[:, None] & live[None, :]
+    out_offs = ((g[:, None] * B + b[None, :]) * O + o[:, None]) * P + pos[None, :]
+    in_offs = (b[None, :] * O + o[:, None]) * P + pos[None, :]
+    run = valid[None, :] & omask
+    value = fid
+    if HAS_UP:
+        delta = tl.load(up_ptr + in_offs, mask=omask, other=0.0).to(ACC)
+        value = value * delta
+        run = run & (delta != 0)
+    if HAS_MASK:
+        run = run & (tl.load(mask_ptr + in_offs, mask=omask, other=0) != 0)
+    if SHOTS:
+        value = shot_estimates(value, run, shots, key_ptr, tail_ptr, out_offs).to(ACC)
+    value = tl.where(run, value, 0.0)
+    tl.store(out_ptr + out_offs, value.to(out_ptr.dtype.element_ty), mask=omask)
+    first = (pos * 0 + kc) == 0  # the first filter chunk writes what does not depend on the filters
+    if WRITE_VALID:
+        tl.store(valid_ptr + items, valid.to(tl.int8), mask=live & first)
+    if COUNT_RUNS:
+        tl.store(count_ptr + pid, tl.sum(tl.sum(run.to(tl.int32), axis=1), axis=0))
+    else:
+        tl.store(count_ptr + pid, tl.sum((valid & live & first).to(tl.int32), axis=0))
+
+
+@triton.jit
+def backward_kernel(x_ptr, scale_ptr, s_ptr, g_ptr, part_ptr, a_ptr, e_ptr,
+                    B, K, H, W, WO, P, NKC, NPROG, sxb, sxc, sxh, sxw, ssk, sst, sgb, sgk, sgh, sgw,
+                    SH, SW, PH, PW, DH, DW, KH: tl.constexpr, KW: tl.constexpr, M: tl.constexpr,
+                    M_PAD: tl.constexpr, KC: tl.constexpr, BLOCK: tl.constexpr, COMPLEX: tl.constexpr,
+                    HAS_SCALE: tl.constexpr, NEED_X: tl.constexpr, ACC: tl.constexpr):
+    """One program per (slice of the blocks, filter chunk): for each block of its slice it recomputes ``Z`` and
+    ``N`` and adds ``dL/dW = A X^T`` with ``A = 2 g Z / N`` to a register accumulator, written once to
+    ``part_ptr[pid]`` (summed over slices by :func:`reduce_kernel` in a fixed order: no atomics).
+    ``NEED_X``: also writes ``A`` ``(B, 2K, P)`` and ``e = 2 (sum_k g_k F_k) / N`` per chunk ``(NKC, B, P)`` for
+    :func:`input_grad_kernel`."""
+    pid = tl.program_id(0)
+    kc = pid % NKC
+    rows = tl.arange(0, 2 * KC)
+    k = kc * KC + rows // 2
+    kmask = k < K
+    w = _filter_rows(s_ptr, kc, K, ssk, sst, KC, M, M_PAD, COMPLEX, ACC)
+    acc = tl.zeros((2 * KC, M_PAD), dtype=ACC)
+    for blk in range(pid // NKC, tl.cdiv(B * P, BLOCK), NPROG):
+        items = (tl.zeros((BLOCK,), tl.int64) + blk) * BLOCK + tl.arange(0, BLOCK)
+        live = items < B * P
+        b = items // P
+        pos = (items % P).to(tl.int32)
+        xs = _patches(x_ptr, scale_ptr, b, pos, live, H, W, WO, sxb, sxc, sxh, sxw, SH, SW, PH, PW, DH, DW, KH, KW,
+                      M, M_PAD, HAS_SCALE, ACC)
+        z = tl.dot(w, xs, input_precision="ieee")
+        n = tl.sum(xs * xs, axis=0)
+        inv = tl.where(n > 0, 1.0 / tl.where(n > 0, n, 1.0), 0.0)
+        g_offs = b[None, :] * sgb + k[:, None] * sgk + (pos // WO)[None, :] * sgh + (pos % WO)[None, :] * sgw
+        g = tl.load(g_ptr + g_offs, mask=kmask[:, None] & live[None, :], other=0.0).to(ACC)
+        a = 2.0 * g * z * inv[None, :]
+        acc += tl.dot(a, tl.trans(xs), input_precision="ieee")
+        if NEED_X:
+            a_offs = (b[None, :] * 2 * K + (kc * 2 * KC + rows)[:, None]) * P + pos[None, :]
+            tl.store(a_ptr + a_offs, a, mask=kmask[:, None] & live[None, :])
+            e = 2.0 * inv * inv * tl.sum(g * z * z, axis=0)
+            tl.store(e_ptr + kc.to(tl.int64) * B * P + items, e, mask=live)
+    offs = pid * (2 * KC * M_PAD) + rows[:, None] * M_PAD + tl.arange(0, M_PAD)[None, :]
+    tl.store(part_ptr + offs, acc)
+
+
+@triton.jit
+def reduce_kernel(part_ptr, grad_ptr, K, NKC, NPROG, sgk, sgt, KC: tl.constexpr, M: tl.constexpr,
+                  M_PAD: tl.constexpr, COMPLEX: tl.constexpr):
+    """The second pass: ``dL/dW`` of chunk ``program_id(0)`` summed over the ``NPROG`` slices in order, written as
+    the gradient of the states (``view_as_real``: ``dL/dRe + i dL/dIm``; the rows hold ``Re`` and ``-Im``)."""
+    kc = tl.program_id(0)
+    rows = tl.arange(0, 2 * KC)
+    taps = tl.arange(0, M_PAD)
+    tile = rows[:, None] * M_PAD + taps[None, :]
+    acc = tl.load(part_ptr + kc * (2 * KC * M_PAD) + tile)
+    for slot in range(1, NPROG):
+        acc += tl.load(part_ptr + (slot * NKC + kc) * (2 * KC * M_PAD) + tile)
+    k = kc * KC + rows // 2
+    part = rows % 2
+    ok = (k < K)[:, None] & (taps < M)[None, :]
+    if COMPLEX:
+        value = tl.where(part[:, None] == 1, -acc, acc)
+        tl.store(grad_ptr + k[:, None] * sgk + taps[None, :] * sgt + part[:, None], value, mask=ok)
+    else:
+        tl.store(grad_ptr + k[:, None] * sgk + taps[None, :] * sgt, acc, mask=ok & (part[:, None] == 0))
+
+
+@triton.jit
+def input_grad_kernel(x_ptr, scale_ptr, s_ptr, a_ptr, e_ptr, gx_ptr, B, C, K, H, W, HO, WO, P, NKC,
+                      sxb, sxc, sxh, sxw, ssk, sst, SH, SW, PH, PW, DH, DW,
+                      KH: tl.constexpr, KW: tl.constexpr, R_PAD: tl.constexpr, BLOCK: tl.constexpr,
+                      COMPLEX: tl.constexpr, HAS_SCALE: tl.constexpr, ACC: tl.constexpr):
+    """``dL/dx`` of ``BLOCK`` values of one channel plane ``(b, c)``, gathered (no atomics): the sum over the
+    windows that hold a value of ``sum_r W[r, t] A[r, window] - x e[window]`` (``t`` its tap there), times the
+    image's scale. One tap at a time: its filter column is a vector, its ``A`` a ``(R_PAD, BLOCK)`` gather."""
+    pid = tl.program_id(0)
+    nblk = tl.cdiv(H * W, BLOCK)
+    plane = pid // nblk
+    b = plane // C
+    ci = plane % C
+    q = (pid % nblk) * BLOCK + tl.arange(0, BLOCK)
+    live = q < H * W
+    y = q // W
+    xc = q % W
+    rows = tl.arange(0, R_PAD)
+    rmask = rows < 2 * K
+    kf = rows // 2
+    part = rows % 2
+    acc = tl.zeros((BLOCK,), dtype=ACC)
+    esum = tl.zeros((BLOCK,), dtype=ACC)
+    for tap in range(KH * KW):
+        i = tap // KW
+        j = tap % KW
+        ty = y + PH - i * DH
+        tx = xc + PW - j * DW
+        ok = live & (ty >= 0) & (tx >= 0) & (ty % SH == 0) & (tx % SW == 0)
+        r = tl.where(ok, ty // SH, 0)
+        c = tl.where(ok, tx // SW, 0)
+        ok = ok & (r < HO) & (c < WO)
+        win = b.to(tl.int64) * P + r * WO + c
+        t = ci * (KH * KW) + tap
+        if COMPLEX:
+            w = tl.load(s_ptr + kf * ssk + t * sst + part, mask=rmask, other=0.0).to(ACC)
+            w = tl.where(part == 1, -w, w)
+        else:
+            w = tl.load(s_ptr + kf * ssk + t * sst, mask=rmask & (part == 0), other=0.0).to(ACC)
+        a = tl.load(a_ptr + (b.to(tl.int64) * 2 * K + rows)[:, None] * P + (r * WO + c)[None, :],
+                    mask=rmask[:, None] & ok[None, :], other=0.0)
+        acc += tl.sum(w[:, None] * a.to(ACC), axis=0)
+        for chunk in range(NKC):
+            esum += tl.load(e_ptr + chunk * B * P + win, mask=ok, other=0.0).to(ACC)
+    xv = tl.load(x_ptr + b.to(tl.int64) * sxb + ci * sxc + y * sxh + xc * sxw, mask=live, other=0.0).to(ACC)
+    if HAS_SCALE:
+        scale = tl.load(scale_ptr + b).to(ACC)
+        grad = (acc - xv * scale * esum) * scale
+    else:
+        grad = acc - xv * esum
+    tl.store(gx_ptr + plane.to(tl.int64) * H * W + q, grad.to(gx_ptr.dtype.element_ty), mask=live)
