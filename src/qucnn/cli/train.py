@@ -1,8 +1,8 @@
 """``qucnn train``: train a network whose first layer is QuCNN (or its baselines) end to end.
 
 Writes OUT/metrics.json, OUT/learning_curve.png, OUT/model.pt (state dict) and OUT/checkpoint.pt
-(with --compare: one sub-folder per model plus the combined metrics and curves). Also runs under
-``torchrun --nproc-per-node N -m qucnn train ...``.
+(with --compare: OUT/<kind>/seed<S>/ per run plus the combined metrics, curves and OUT/compare.png; with
+--tune also OUT/tuning.json). Also runs under ``torchrun --nproc-per-node N -m qucnn train ...``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import os
 from ..nn.functional import GRADIENT_MODES
 from ..nn.models import DEFAULT_HEAD, HEAD_TOKENS, MODEL_KINDS
 from ..train import TrainConfig, train
+from ..train.compare import TUNE_GRID, compare_table
+from ..train.config import DEFAULT_VALIDATION
 from ..train.report import summary_table
 
 
@@ -25,6 +27,26 @@ def _optional_int(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected an int (or 'none'), got {text!r}") from None
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    """``0,1,2`` or ``0-4`` (inclusive) as a tuple of ints."""
+    try:
+        if "-" in text.strip("-"):
+            lo, hi = (int(v) for v in text.split("-"))
+            return tuple(range(lo, hi + 1))
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a list of ints like 0,1,2 or a range like 0-4, got {text!r}") \
+            from None
+
+
+def _kind_list(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in MODEL_KINDS]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(f"expected kinds from {', '.join(MODEL_KINDS)}, got {text!r}")
+    return kinds
+
+
 def register(subparsers) -> None:
 
     p = subparsers.add_parser(
@@ -35,8 +57,10 @@ def register(subparsers) -> None:
                     "(and every --checkpoint-every steps); --resume continues bit for bit.")
     g = p.add_argument_group("model")
     g.add_argument("--kind", default="quantum", choices=MODEL_KINDS,
-                   help="quantum (trained filters), frozen (random filters, fixed), classical (nn.Conv2d); "
-                        "default quantum")
+                   help="quantum (trained filters), frozen (random filters, fixed), classical (nn.Conv2d), "
+                        "fidelity-classical (the fidelity map with free unit-norm complex filters), "
+                        "classical-matched (bias-free nn.Conv2d with as many weights as the quantum layer has "
+                        "angles); default quantum")
     g.add_argument("--filters", type=int, default=8, help="filters (output channels), default 8")
     g.add_argument("--kernel", type=int, default=4, help="kernel size k (k x k patches), default 4")
     g.add_argument("--stride", type=int, default=1, help="stride, default 1")
@@ -65,6 +89,9 @@ def register(subparsers) -> None:
                    help="directory of IDX files (MNIST / Fashion-MNIST layout); default the embedded MNIST")
     d.add_argument("--limit-train", type=int, default=None, help="use the first N training images")
     d.add_argument("--limit-test", type=int, default=None, help="use the first N test images")
+    d.add_argument("--validation", type=int, default=DEFAULT_VALIDATION,
+                   help="hold out the last N training images for validation (reported every epoch; the test "
+                        f"set is evaluated once, at the end); default {DEFAULT_VALIDATION}, 0 for none")
     d.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N); default cpu")
     d.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes (DDP; gloo on CPU, nccl on CUDA); default 1")
@@ -73,7 +100,17 @@ def register(subparsers) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--out", default="results/train", help="output directory (default results/train)")
     o.add_argument("--compare", action="store_true",
-                   help="train quantum, frozen-filter and classical models with the same head, data and seed")
+                   help=f"train every model kind ({', '.join(MODEL_KINDS)}) with the same data and seeds; the "
+                        "table gives mean +- std over seeds and each kind's paired difference from quantum")
+    o.add_argument("--kinds", type=_kind_list, default=None, help="with --compare: the kinds to train (default all)")
+    o.add_argument("--seeds", type=_int_list, default=None,
+                   help="with --compare: seeds to run each kind with, e.g. 0-4 (default: --seed)")
+    grid = "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in TUNE_GRID.items())
+    o.add_argument("--tune", action="store_true",
+                   help=f"with --compare: first pick each kind's lr, schedule and head on validation accuracy "
+                        f"from the grid ({grid}), the same budget for every kind")
+    o.add_argument("--tune-seeds", type=_int_list, default=None,
+                   help="seeds of the tuning runs, validation accuracy averaged over them (default: the first seed)")
     o.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     o.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a checkpoint")
     o.add_argument("--checkpoint-every", type=int, default=None,
@@ -93,17 +130,22 @@ def run(args) -> int:
         head=args.head, device=args.device, dtype=args.dtype, seed=args.seed, data=args.data,
         limit_train=args.limit_train, limit_test=args.limit_test, out=args.out, resume=args.resume,
         overwrite=args.overwrite, checkpoint_every=args.checkpoint_every, compare=args.compare, nproc=args.nproc,
-        max_steps=args.max_steps, threads=args.threads, progress=not args.no_progress, plot=not args.no_plot)
+        max_steps=args.max_steps, threads=args.threads, progress=not args.no_progress, plot=not args.no_plot,
+        validation=args.validation, seeds=args.seeds, kinds=args.kinds, tune=args.tune, tune_seeds=args.tune_seeds)
     metrics = train(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     if "stopped_at_step" in metrics:
         print(f"stopped after {metrics['stopped_at_step']} steps (--max-steps); continue with --resume")
         return 0
-    runs = {k: v for k, v in metrics["compare"].items()} if "compare" in metrics else {metrics["kind"]: metrics["final"]}
-    print(f"data: {metrics['data']['name']} ({metrics['data']['train']} train / {metrics['data']['test']} test), "
+    data = metrics["data"]
+    print(f"data: {data['name']} ({data['train']} train / {data['validation']} validation / {data['test']} test), "
           f"{metrics['world_size']} process(es) on {metrics['device']}")
-    print(summary_table(runs))
-    print(f"wrote {args.out}/metrics.json, learning_curve.png, model.pt"
-          + (" (+ quantum/, frozen/, classical/)" if args.compare else ", checkpoint.pt"))
+    if "compare" in metrics:
+        print(compare_table(metrics))
+        print(f"wrote {args.out}/metrics.json, learning_curve.png, compare.png"
+              + (", tuning.json" if metrics.get("tuning") else "") + " and <kind>/seed<S>/ per run")
+    else:
+        print(summary_table({metrics["kind"]: metrics["final"]}))
+        print(f"wrote {args.out}/metrics.json, learning_curve.png, model.pt, checkpoint.pt")
     return 0
