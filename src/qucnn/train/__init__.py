@@ -9,11 +9,9 @@ Example:
 
 from .checkpoint import load_checkpoint
 from .compare import TUNE_GRID, compare_table, tune
-from .config import (DEFAULT_VALIDATION, DTYPES, RUN_KEYS, SCHEDULES, Splits, TrainConfig, check_resume, data_order,
-                     make_splits, one_cycle)
+from .config import DTYPES, RUN_KEYS, SCHEDULES, TrainConfig, check_resume, data_order, make_splits, one_cycle
 from .loop import evaluate, fit
 from .run import train
 
-__all__ = ["DEFAULT_VALIDATION", "DTYPES", "RUN_KEYS", "SCHEDULES", "Splits", "TUNE_GRID", "TrainConfig", "check_resume",
-           "compare_table", "data_order", "evaluate", "fit", "load_checkpoint", "make_splits", "one_cycle", "train",
-           "tune"]
+__all__ = ["DTYPES", "RUN_KEYS", "SCHEDULES", "TUNE_GRID", "TrainConfig", "check_resume", "compare_table", "data_order",
+           "evaluate", "fit", "load_checkpoint", "make_splits", "one_cycle", "train", "tune"]
