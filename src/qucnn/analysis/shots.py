@@ -208,15 +208,26 @@ def shots_saving(settings: list[dict]) -> dict | None:
 
 
 def shots_study(settings: list[Setting], data, seeds: tuple[int, ...] = DEFAULT_SEEDS, progress: bool = True,
-                **sizes) -> dict:
-    """Train every setting with every seed; returns ``{"rows", "settings", "saving", "config"}``."""
+                done: list[dict] | None = None, on_row=None, **sizes) -> dict:
+    """Train every setting with every seed; returns ``{"rows", "settings", "saving", "config"}``.
+
+    ``done``: rows of an earlier run with the same ``sizes`` (e.g. a killed one, or fewer seeds); their
+    ``(label, seed)`` pairs are reused, not retrained (every run is a pure function of setting, seed and
+    sizes). ``on_row(rows)`` is called after each new row (to save progress)."""
     steps = sizes["epochs"] * math.ceil(min(sizes["train"], len(data.train_images)) / sizes["batch_size"])
+    cached = {(r["label"], r["seed"]): r for r in done or []}
     rows = []
-    with tqdm(total=steps * len(settings) * len(seeds), desc="shots study", disable=not progress) as bar:
+    todo = sum((s.label, seed) not in cached for seed in seeds for s in settings)
+    with tqdm(total=steps * todo, desc="shots study", disable=not progress) as bar:
         for seed in seeds:
             for setting in settings:
+                if (setting.label, seed) in cached:
+                    rows.append(cached[(setting.label, seed)])
+                    continue
                 bar.set_postfix_str(f"seed {seed}, {setting.label}")
                 rows.append(train_setting(setting, data, seed=seed, progress=bar, **sizes))
+                if on_row is not None:
+                    on_row(rows)
     summary = aggregate(rows)
     return {"config": {**sizes, "seeds": list(seeds), "data": data.name}, "rows": rows, "settings": summary,
             "saving": shots_saving(summary)}

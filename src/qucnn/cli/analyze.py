@@ -80,6 +80,7 @@ def _register_shots(sub) -> None:
     p.add_argument("--json", default=None, help="JSON path (default OUT/shots.json); the PNG goes beside it")
     p.add_argument("--quick", action="store_true", help="a small network, 6 settings, seconds per seed")
     p.set_defaults(func=run_shots)
+    # finished runs are kept in OUT/shots.rows.json: a rerun (killed, or with more seeds) reuses them
 
 
 ANALYSES = (_register_plateau, _register_shots)
@@ -146,7 +147,18 @@ def run_shots(args) -> int:
     json_path = Path(args.json) if args.json else Path(args.out) / "shots.json"
     check_writable_dir(json_path.parent, "--out/--json")
     settings = shots_analysis.quick_settings() if args.quick else shots_analysis.default_settings()
-    result = shots_analysis.shots_study(settings, load_embedded_mnist(), seeds=seeds, **sizes)
+    # finished runs are kept beside the JSON, so a killed study, or one with more seeds, retrains only what is new
+    progress_path = json_path.with_suffix(".rows.json")
+    done = []
+    if progress_path.exists():
+        saved = json.loads(progress_path.read_text())
+        done = saved["rows"] if saved.get("sizes") == sizes else []
+
+    def save(rows: list[dict]) -> None:
+        atomic_write_text(progress_path, json.dumps({"sizes": sizes, "rows": rows}))
+
+    result = shots_analysis.shots_study(settings, load_embedded_mnist(), seeds=seeds, done=done, on_row=save,
+                                        **sizes)
     result["command"] = (f"qucnn analyze shots --seeds {','.join(map(str, seeds))} --epochs {sizes['epochs']} "
                          f"--train {sizes['train']}" + (" --quick" if args.quick else ""))
     atomic_write_text(json_path, json.dumps(result, indent=1))

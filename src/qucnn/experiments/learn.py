@@ -111,12 +111,13 @@ def run_learn(config: Config) -> dict:
     gen = config.generator("learn")
     rows, curves = [], []
     for target in targets(config):
-        state = target["state"].to(config.torch_device)
-        histories = {L: learn_state(state, L, iterations, restarts, gen, config.learn_shots,
+        histories = {L: learn_state(target["state"].to(config.torch_device), L, iterations, restarts, gen, config.learn_shots,
                                     desc=f"learn {target['name']}, L={L}") for L in DEPTHS}
         final = {str(L): h[-1] for L, h in histories.items()}
+        state = target["state"]
         rows.append({
             **{k: v for k, v in target.items() if k != "state"},
+            "state": {"real": state.real, "imag": state.imag} if state.is_complex() else {"real": state, "imag": None},
             "final_fidelity": {k: float(v.max()) for k, v in final.items()},
             "median_final_fidelity": {k: float(v.quantile(0.5)) for k, v in final.items()},
             "all_final_fidelities": final,
