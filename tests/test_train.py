@@ -204,6 +204,20 @@ def test_tuning_picks_the_best_validation_point_and_never_reads_the_test_set():
         assert rows[1]["validation_accuracy"] > rows[0]["validation_accuracy"]  # lr 1e-4 barely moves in 24 steps
 
 
+def test_tuning_resumes_from_tuning_json(tmp_path, monkeypatch):
+    from qucnn.train import compare
+
+    s = make_splits(load_embedded_mnist(), 64, limit_train=64)
+    grid = {"lr": (1e-3, 1e-2), "schedule": ("constant",), "head": ("bn,maxpool:2,fc:8,relu",)}
+    cfg = tiny(tmp_path, epochs=1, compare=True, kinds=("classical",), tune=True, validation=64)
+    first = tune(cfg, DistContext(), s, grid)
+    assert (tmp_path / compare.TUNING_FILE).exists()
+    calls = []
+    monkeypatch.setattr(compare, "fit", lambda *a, **k: calls.append(a) or {})
+    again = tune(dataclasses.replace(cfg, resume=True), DistContext(), s, grid)
+    assert calls == [] and again["results"] == first["results"]  # every run came from tuning.json
+
+
 def test_learning_curve_ticks_are_whole_epochs_also_for_one_epoch():
     entry = {"epoch": 1, "train_loss": 2.2, "train_accuracy": 0.3, "validation_loss": 2.1, "validation_accuracy": 0.35}
     fig = curves_figure({"quantum": [entry]})

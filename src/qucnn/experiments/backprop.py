@@ -15,6 +15,11 @@ against one fixed data state, and the loss is ``L = g F`` with the backpropagate
   picks ``c = max_j |g_j| = |g|`` so ``delta = +-1``; with one output this has exactly the
   post-processed variance.
 
+Beyond the paper, :func:`variance_gap` measures what Eq. 17 adds to the post-processed variance, against the
+closed form ``c^2 (1 - delta^2) / (2S)`` per gradient. The gap has a simple cause: the ancilla ``b`` only
+feeds a CNOT into ``a`` before ``a`` is measured, so the circuit is a SWAP test times an independent random
+sign of mean ``delta``, a classical coin (docs/math.md).
+
 The default data state is the uniform superposition ``H^n|0>`` (a 4x4 patch of ones): the paper's
 "maximally-mixed state" would give ``F = 1/d`` for every filter and a zero gradient.
 
