@@ -106,11 +106,12 @@ def _forward(metrics: dict) -> list[str]:
               "**squared and divided by the patch norm**, not the classical map. Correlation of the shot estimates "
               f"with that expression: **{_f(corr['quantum_vs_classical_squared_normalised'])}**; with Conv(X,F)^2: "
               f"{_f(corr.get('quantum_vs_classical_squared'))}; with Conv(X,F): {_f(corr['quantum_vs_classical'])}; "
-              f"with ReLU(Conv(X,F)): {_f(corr['quantum_vs_classical_relu'])}. The map loses the sign (an "
-              "anti-aligned patch scores as high as an aligned one) and the brightness (a faint stroke edge scores "
-              "like a bright one), which is why the quantum maps light up along stroke edges: the exact fidelity "
-              "map (Fig. 3, bottom left) already shows it. The paper's \"noisy edges\" are mostly this "
-              "normalisation; the shot noise on top is as small as the binomial predicts.", ""]
+              f"with ReLU(Conv(X,F)): {_f(corr['quantum_vs_classical_relu'])} (how close the raw map comes depends on "
+              "the filter: these numbers are for this one). The map loses the sign (an anti-aligned patch scores "
+              "as high as an aligned one) and the brightness (a faint patch at a stroke's border scores like a "
+              "bright one of the same shape), so structure at the borders of strokes is already in the exact "
+              "fidelity map (Fig. 3, bottom left): the paper's \"noisy edges\" need not be shot noise, which is as "
+              "small as the binomial predicts.", ""]
     if noisy and "fit" in noisy:
         lines += [f"Under the noise model the estimates shrink towards 0 (estimate = {_line(noisy['fit'])}): gate "
                   "noise is a bias that more shots do not remove; the correlation with the exact map stays "
