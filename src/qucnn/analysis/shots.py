@@ -275,7 +275,7 @@ def plot_shots(result: dict, path) -> None:
         axis.set_xscale("log")
         axis.set_xlabel("total shots spent on filter gradients (mean over seeds)")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=9, loc="lower right")
+        axis.legend(fontsize=9, loc="upper left")
     ax.set_ylabel("test accuracy (%), mean +- std over seeds")
     bx.set_ylabel("accuracy minus frozen filters, same seed (points)")
     ax.set_title("accuracy against gradient shots", fontsize=11)
