@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import NEAR, SIGMAS
+from conftest import EXACT, NEAR, SIGMAS
 
 from qucnn import amplitude_encode
 from qucnn.cli import main
 from qucnn.core.gates import Op, rotation
 from qucnn.experiments import common
 from qucnn.experiments.backprop import SHOT_COUNTS, data_patch, theoretical_std
-from qucnn.experiments.circuits import count_ops, draw_ops, layout
+from qucnn.experiments.circuits import ansatz_barriers, barrier_columns, count_ops, draw_ops, layout
 from qucnn.experiments.common import Config
 from qucnn.experiments.learn import learn_state
 
@@ -128,6 +128,17 @@ def test_backprop_theoretical_std_matches_measured(quick_run):
             assert abs(float(ratio.mean()) - 1) < SIGMAS * float(ratio.std()) / math.sqrt(len(ratio)), (shots, method)
 
 
+def test_backprop_variance_gap_matches_the_closed_form(quick_run):
+    # Var(Eq. 17) - Var(post-processed) = c^2 (1 - delta^2) / (2 S) per gradient, whatever the fidelities
+    b = quick_run[1]["backprop"]
+    assert [e["shots"] for e in b["variance_gap"]] == list(SHOT_COUNTS)
+    for e in b["variance_gap"]:
+        assert e["formula"] == pytest.approx(b["scale_c"] ** 2 * (1 - b["delta"] ** 2) / (2 * e["shots"]), rel=EXACT)
+        assert len(e["per_parameter"]) == 24 and e["se"] > 0
+        assert abs(e["measured_mean"] - e["formula"]) < SIGMAS * e["se"], e["shots"]
+        assert e["z"] == pytest.approx((e["measured_mean"] - e["formula"]) / e["se"], rel=NEAR)
+
+
 def test_backprop_exact_gradient_is_the_parameter_shift(quick_run):
     b = quick_run[1]["backprop"]
     shift = b["upstream"] / 2 * (torch.tensor(b["f_plus"]) - torch.tensor(b["f_minus"]))
@@ -144,14 +155,27 @@ def test_data_state_choices():
 
 
 # -- experiment 3 -----------------------------------------------------------------------------------
-def test_state_learning_fidelities(quick_run):
-    s = quick_run[1]["state_learning"]
-    fid = s["final_fidelity"]
-    assert sorted(fid) == ["1", "2", "3"]
-    assert all(0 <= v <= 1 + NEAR for v in fid.values())
-    assert fid["3"] >= fid["1"] - 0.02
-    for key, values in s["all_final_fidelities"].items():
-        assert max(values) == pytest.approx(fid[key]) and min(values) <= s["median_final_fidelity"][key]
+def test_state_learning_targets_and_their_spread(quick_run):
+    s, forward = quick_run[1]["state_learning"], quick_run[1]["forward"]
+    assert [t["kind"] for t in s["filters"]] == ["trained", "trained", "random-real", "random-complex"]
+    assert [t["seed"] for t in s["filters"][:2]] == [0, 1]
+    # the first target is experiment 1's filter; the second an independently trained one
+    assert s["filters"][0]["state"]["real"] == forward["filter"] and s["filters"][0]["state"]["imag"] is None
+    assert abs(np.dot(s["filters"][1]["state"]["real"], forward["filter"])) < 0.99
+    assert np.linalg.norm(np.array(s["filters"][3]["state"]["real"]) + 1j * np.array(s["filters"][3]["state"]["imag"])) \
+        == pytest.approx(1, abs=NEAR)
+    for t in s["filters"]:
+        fid = t["final_fidelity"]
+        assert sorted(fid) == ["1", "2", "3"] and all(0 <= v <= 1 + NEAR for v in fid.values())
+        assert fid["3"] >= fid["1"] - 0.02
+        for key, values in t["all_final_fidelities"].items():
+            assert len(values) == s["restarts"] and max(values) == pytest.approx(fid[key])
+            assert min(values) <= t["median_final_fidelity"][key] <= fid[key]
+    for kind, depths in s["summary"].items():
+        for key, q in depths.items():
+            values = [t["final_fidelity"][key] for t in s["filters"] if t["kind"] == kind]
+            assert (q["min"], q["max"], q["n"]) == (min(values), max(values), len(values))
+            assert q["min"] <= q["median"] <= q["max"]
 
 
 def test_learning_with_shot_based_gradients_improves_fidelity():
@@ -181,7 +205,11 @@ def test_own_drawer_and_layout(tmp_path):
     assert layout(ops) == [0, 1, 2, 3, 4, 5]
     assert layout(ops[:1] + [rotation("RZ", 1, 1.0), Op("H", (0,))]) == [0, 0, 1]
     assert count_ops(ops, 3)["depth"] == 6
-    name = draw_ops(ops, 3, tmp_path / "c.png", "test", ["a", "b", "c"], ["U"], measured=[0])
+    # a barrier before op 1 keeps the RZ on wire 1 from sliding left of the RX on wire 0
+    assert layout(ops[:1] + [rotation("RZ", 1, 1.0)], barriers=[1]) == [0, 1]
+    assert barrier_columns(ops[:1] + [rotation("RZ", 1, 1.0)], [1]) == [0.5]
+    assert ansatz_barriers(4, 3) == [12, 24, 36] and ansatz_barriers(1, 2) == [2, 4]
+    name = draw_ops(ops, 3, tmp_path / "c.png", "test", ["a", "b", "c"], ["U"], measured=[0], barriers=[2])
     assert name == "c.png" and (tmp_path / "c.png").stat().st_size > 1000
 
 

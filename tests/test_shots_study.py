@@ -1,4 +1,5 @@
-"""The shots study: every setting trains from the same start and its shot bill adds up."""
+"""The shots study: every setting of a seed trains from the same start, frozen filters spend no gradient
+shots, bills add up, and a saving is claimed only where the sampled estimator beats frozen filters."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import math
 import pytest
 import torch
 
-from qucnn.analysis.shots import Setting, build_network, default_settings, shots_needed, shots_saving, train_setting
+from qucnn.analysis.shots import (
+    Setting,
+    aggregate,
+    build_network,
+    default_settings,
+    shots_needed,
+    shots_saving,
+    train_setting,
+)
 from qucnn.cli import main
 from qucnn.datasets import ImageSplits
 
@@ -27,15 +36,18 @@ def test_default_settings_cover_the_issue():
     settings = default_settings()
     budgets = sorted(s.budget for s in settings if s.method == "sampled")
     assert budgets == [10**k for k in range(2, 7)]
-    assert {s.method for s in settings} == {"autograd", "parameter-shift", "entanglement", "sampled"}
+    assert {s.method for s in settings} == {"autograd", "frozen", "parameter-shift", "entanglement", "sampled"}
     assert Setting("entanglement", shots=10).label == "entanglement S=10"
 
 
-def test_every_setting_starts_from_the_same_network():
+def test_every_setting_of_a_seed_starts_from_the_same_network():
     a = build_network(Setting("autograd"), 2, 4, 2, 1, seed=3)
     b = build_network(Setting("sampled", budget=10), 2, 4, 2, 1, seed=3)
-    for (_, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
-        assert torch.equal(pa, pb)
+    c = build_network(Setting("frozen"), 2, 4, 2, 1, seed=3)
+    for (_, pa), (_, pb), (_, pc) in zip(a.named_parameters(), b.named_parameters(), c.named_parameters()):
+        assert torch.equal(pa, pb) and torch.equal(pa, pc)
+    assert not c[0].theta.requires_grad and a[0].theta.requires_grad
+    assert not torch.equal(a[0].theta, build_network(Setting("autograd"), 2, 4, 2, 1, seed=4)[0].theta)
 
 
 def test_shot_bills(data):
@@ -46,39 +58,48 @@ def test_shot_bills(data):
     # 2 shifts x 8 parameters (4 qubits, 1 layer) x 2 filters x 8 outputs with a non-zero patch
     # (3x3 outputs at stride 4, the top-left one all zero) per image, 7 shots each
     per_image = 2 * 8 * 2 * 8
-    assert ps["gradient_circuits"] == epochs_images(TINY) * per_image
+    assert ps["gradient_circuits"] == TINY["epochs"] * TINY["train"] * per_image
     assert ps["gradient_shots"] == 7 * ps["gradient_circuits"]
     exact = train_setting(Setting("autograd"), data, **TINY)
     # exact gradients: what parameter shift would run, with infinitely many shots
     assert exact["gradient_circuits"] == ps["gradient_circuits"] and exact["gradient_shots"] is None
-    assert 0 <= exact["test_accuracy"] <= 1
+    frozen = train_setting(Setting("frozen"), data, **TINY)
+    assert frozen["gradient_shots"] == frozen["gradient_circuits"] == 0 and 0 <= frozen["test_accuracy"] <= 1
 
 
-def epochs_images(sizes: dict) -> int:
-    return sizes["epochs"] * sizes["train"]
+def _row(method: str, label: str, seed: int, acc: float, shots: int | None) -> dict:
+    return {"method": method, "label": label, "shots": None, "budget": None, "seed": seed, "test_accuracy": acc,
+            "gradient_shots": shots}
 
 
-def test_saving_in_orders_of_magnitude():
-    rows = [
-        {"method": "entanglement", "label": "e1", "gradient_shots": 10**7, "test_accuracy": 0.90},
-        {"method": "entanglement", "label": "e2", "gradient_shots": 10**9, "test_accuracy": 0.94},
-        {"method": "parameter-shift", "label": "p1", "gradient_shots": 10**7, "test_accuracy": 0.93},
-        {"method": "sampled", "label": "s1", "gradient_shots": 10**4, "test_accuracy": 0.92},
-        {"method": "sampled", "label": "s2", "gradient_shots": 10**5, "test_accuracy": 0.95},
-    ]
-    saving = shots_saving(rows)
+def test_saving_only_above_frozen_with_an_interval():
+    frozen = [0.80, 0.85, 0.90]
+    rows = [_row("frozen", "frozen", s, a, 0) for s, a in enumerate(frozen)]
+    rows += [_row("entanglement", "e1", s, a + 0.01, 10**7) for s, a in enumerate(frozen)]
+    rows += [_row("entanglement", "e2", s, a + 0.05, 10**9) for s, a in enumerate(frozen)]
+    # s1: +0.03 +- 0.01 over frozen on every seed (significant); s2: +0.02, -0.02, +0.03 (not significant)
+    rows += [_row("sampled", "s1", s, a + d, 10**4) for s, (a, d) in enumerate(zip(frozen, (0.02, 0.03, 0.04)))]
+    rows += [_row("sampled", "s2", s, a + d, 10**5) for s, (a, d) in enumerate(zip(frozen, (0.02, -0.02, 0.03)))]
+    settings = aggregate(rows)
+    by = {s["label"]: s for s in settings}
+    assert by["frozen"]["vs_frozen"] is None and by["s1"]["vs_frozen"]["above"] is True
+    assert by["s2"]["vs_frozen"]["above"] is False
+    assert by["s1"]["summary"]["mean"] == pytest.approx(0.88) and by["e1"]["gradient_shots"] == 10**7
+    saving = shots_saving(settings)
     s1, s2 = saving["points"]
-    # e1 -> e2 spans 2 decades for 0.04 of accuracy: 0.92 sits half way, at 10**8 shots
-    assert s1["dense"]["entanglement"]["shots"] == pytest.approx(1e8)
-    assert s1["dense"]["entanglement"]["orders_of_magnitude"] == pytest.approx(4.0)
-    # parameter shift's only point is above 0.92: an upper bound of 10**7 shots, 3 orders
-    assert s1["dense"]["parameter-shift"]["interpolated"] is False
-    assert s1["orders_of_magnitude"] == pytest.approx(3.0)
-    assert s2["orders_of_magnitude"] is None  # nothing dense reached 0.95
-    assert saving["best"]["label"] == "s1"
+    assert s2["above_frozen"] is False and s2["dense"] == {} and s2["orders_of_magnitude"] is None
+    # e1 (0.86) -> e2 (0.90) spans 2 decades for 0.04: 0.88 sits half way, at 10**8 shots: 4 orders above 10**4
+    central = s1["dense"]["entanglement"]["central"]
+    assert central["shots"] == pytest.approx(1e8) and central["orders_of_magnitude"] == pytest.approx(4.0)
+    sem = 0.01 / math.sqrt(3)
+    low = s1["dense"]["entanglement"]["low"]["orders_of_magnitude"]
+    assert low == pytest.approx(4.0 - 2 * sem / 0.04) and saving["best"]["label"] == "s1"
     assert shots_needed([(10, 0.5), (1000, 0.7)], 0.6) == (pytest.approx(100.0), True)
+    assert shots_needed([(10, 0.5), (1000, 0.7)], 0.4) == (10, False)  # below the curve: an upper bound
 
 
 def test_cli_rejects_bad_options(capsys):
     assert main(["analyze", "shots", "--epochs", "0", "--out", "/nonexistent/x"]) == 2
     assert "--epochs must be a positive int, got 0" in capsys.readouterr().err
+    assert main(["analyze", "shots", "--seeds", "a,b", "--out", "/nonexistent/x"]) == 2
+    assert "--seeds: expected a list" in capsys.readouterr().err

@@ -1,8 +1,10 @@
-"""Training: a tiny run learns, resume is bit-identical, 2-process DDP equals 1 process, --compare,
-errors that lose nothing, atomic files, the schedule and the data order."""
+"""Training: a tiny run learns, resume is bit-identical, 2-process DDP equals 1 process, the validation
+hold-out and the single test evaluation, --compare over kinds and seeds, tuning on validation only, errors
+that lose nothing, atomic files, the schedule, the data order and the learning-curve axes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -19,8 +21,12 @@ from qucnn.core.geometry import ConvSpec
 from qucnn.datasets import load_embedded_mnist
 from qucnn.nn.gradients import valid_patches
 from qucnn.nn.models import GlobalBatchNorm, build_model
-from qucnn.train import TrainConfig, data_order, one_cycle, train
+from qucnn.train import TrainConfig, data_order, make_splits, one_cycle, train
 from qucnn.train.checkpoint import load_checkpoint
+from qucnn.train.compare import grid_points, tune
+from qucnn.train.distributed import DistContext
+from qucnn.train.loop import evaluate
+from qucnn.train.report import curves_figure
 from qucnn.utils.files import atomic_save, atomic_write
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -29,7 +35,7 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 def tiny(tmp: Path | None, **kw) -> TrainConfig:
     # one thread: on a shared 2-core machine two OpenMP threads per process are many times slower
     base = dict(epochs=2, filters=2, limit_train=512, limit_test=500, batch_size=32, progress=False, threads=1,
-                out=None if tmp is None else str(tmp))
+                validation=200, out=None if tmp is None else str(tmp))
     return TrainConfig(**{**base, **kw})
 
 
@@ -58,8 +64,17 @@ def test_tiny_run_learns_and_writes_everything(tmp_path):
     for entry in e:
         assert entry["quantum_cost"]["forward"] == {"circuits": circuits, "shots": None}
         assert entry["images"] == 512 and entry["images_per_s"] > 0
+        assert "test_accuracy" not in entry and 0 <= entry["validation_accuracy"] <= 1  # test: once, at the end
     assert m["final"]["quantum_cost"]["forward"]["circuits"] == 2 * circuits
     assert m["final"]["total_shots"] is None
+    assert m["data"] == {"name": m["data"]["name"], "train": 512, "validation": 200, "test": 500, "classes": 10}
+    # the reported test accuracy is the saved model's on the test images, and the validation accuracy its
+    # accuracy on the last 200 training images
+    net = build_model("quantum", filters=2, seed=0)
+    net.load_state_dict(state(tmp_path / "model.pt"))
+    data = load_embedded_mnist()
+    assert evaluate(net, data.test_images[:500], data.test_labels[:500])[1] == m["final"]["test_accuracy"]
+    assert evaluate(net, data.train_images[-200:], data.train_labels[-200:])[1] == m["final"]["validation_accuracy"]
 
 
 def test_resume_mid_epoch_is_bit_identical(tmp_path):
@@ -77,8 +92,9 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     for x, y in zip(resumed["epochs"], full["epochs"], strict=True):
-        for k in ("train_loss", "test_loss", "test_accuracy", "quantum_cost", "eval_quantum_cost"):
+        for k in ("train_loss", "validation_loss", "validation_accuracy", "quantum_cost", "eval_quantum_cost"):
             assert x[k] == y[k], k
+    assert full["final"]["test_accuracy"] == resumed["final"]["test_accuracy"]
     assert full["final"]["total_shots"] == resumed["final"]["total_shots"] > 0
 
 
@@ -123,23 +139,94 @@ def test_torchrun_launch_matches_one_process(tmp_path):
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["world_size"] == 2
 
 
-def test_compare_trains_three_models(tmp_path, capsys):
+def test_compare_trains_every_kind_for_every_seed(tmp_path, capsys):
     args = ["train", "--compare", "--out", str(tmp_path), "--epochs", "1", "--limit-train", "128", "--limit-test",
-            "64", "--filters", "2", "--no-progress", "--threads", "1"]
+            "64", "--validation", "64", "--filters", "2", "--no-progress", "--threads", "1", "--seeds", "0,1"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     m = json.loads((tmp_path / "metrics.json").read_text())
-    for kind in ("quantum", "frozen", "classical"):
-        assert 0 <= m["compare"][kind]["test_accuracy"] <= 1
+    kinds = ("quantum", "frozen", "classical", "fidelity-classical", "classical-matched")
+    assert tuple(m["compare"]) == kinds and m["seeds"] == [0, 1] and m["tuning"] is None
+    for kind in kinds:
+        c = m["compare"][kind]
+        assert len(c["test_accuracy"]) == len(c["validation_accuracy"]) == 2
+        assert [s["seed"] for s in c["seeds"]] == [0, 1]
+        assert [s["test_accuracy"] for s in c["seeds"]] == c["test_accuracy"]
+        s = c["summary"]
+        assert s["n"] == 2 and s["mean"] == pytest.approx(sum(c["test_accuracy"]) / 2)
+        assert s["std"] == pytest.approx(abs(c["test_accuracy"][0] - c["test_accuracy"][1]) / math.sqrt(2))
         assert kind in printed
-        assert (tmp_path / kind / "model.pt").exists() and (tmp_path / kind / "checkpoint.pt").exists()
-    assert (tmp_path / "learning_curve.png").stat().st_size > 0
-    assert m["compare"]["classical"]["quantum_cost"] is None
-    init = build_model("quantum", filters=2, seed=0).first.theta
-    assert torch.equal(state(tmp_path / "frozen" / "model.pt")["first.theta"], init)
-    assert not torch.equal(state(tmp_path / "quantum" / "model.pt")["first.theta"], init)
-    # same head start for all three: the classical run differs only in its first layer
-    assert m["compare"]["frozen"]["model"]["trainable"] == m["compare"]["quantum"]["model"]["trainable"] - init.numel()
+        for seed in (0, 1):
+            run = tmp_path / kind / f"seed{seed}"
+            assert (run / "model.pt").exists() and (run / "checkpoint.pt").exists()
+            assert json.loads((run / "metrics.json").read_text())["final"]["test_accuracy"] == c["test_accuracy"][seed]
+        if kind != "quantum":
+            d = m["differences"][kind]
+            per = [a - b for a, b in zip(m["compare"]["quantum"]["test_accuracy"], c["test_accuracy"])]
+            assert d["per_seed"] == pytest.approx(per) and d["mean"] == pytest.approx(sum(per) / 2)
+    assert (tmp_path / "learning_curve.png").stat().st_size > 0 and (tmp_path / "compare.png").stat().st_size > 0
+    assert m["compare"]["classical"]["seeds"][0]["quantum_cost"] is None
+    init = build_model("quantum", filters=2, seed=1).first.theta
+    assert torch.equal(state(tmp_path / "frozen" / "seed1" / "model.pt")["first.theta"], init)
+    assert not torch.equal(state(tmp_path / "quantum" / "seed1" / "model.pt")["first.theta"], init)
+    # same head start: frozen differs from quantum only in the angles; the matched twin has as many
+    # first-layer weights as the quantum layer has angles (2 filters x 3 layers x 8 = 48 = 3 x 16)
+    models = {k: m["compare"][k]["model"] for k in kinds}
+    assert models["frozen"]["trainable"] == models["quantum"]["trainable"] - init.numel()
+    assert models["classical-matched"]["first_layer_trainable"] == models["quantum"]["first_layer_trainable"] == 48
+    assert models["fidelity-classical"]["first_layer_trainable"] == 2 * 16 * 2
+
+
+def test_validation_split_is_held_out_of_training():
+    data = load_embedded_mnist()
+    s = make_splits(data, 1000, limit_train=300, limit_test=100)
+    assert torch.equal(s.validation_images, data.train_images[7000:])  # the last 1,000 of 8,000
+    assert torch.equal(s.train_images, data.train_images[:300]) and torch.equal(s.test_images, data.test_images[:100])
+    full = make_splits(data, 1000)
+    assert len(full.train_images) == 7000 and torch.equal(full.validation_images, s.validation_images)
+    with pytest.raises(ValueError, match="validation 8000 must leave training images"):
+        make_splits(data, 8000)
+
+
+def test_tuning_picks_the_best_validation_point_and_never_reads_the_test_set():
+    data = load_embedded_mnist()
+    s = make_splits(data, 128, limit_train=256)
+    blind = dataclasses.replace(s, test_images=None, test_labels=None)  # any use of the test set would raise
+    cfg = tiny(None, epochs=3, compare=True, kinds=("classical", "fidelity-classical"), tune=True, validation=128)
+    grid = {"lr": (1e-4, 3e-2), "schedule": ("constant",), "head": ("bn,maxpool:2,fc:16,relu",)}
+    assert len(grid_points(grid)) == 2
+    result = tune(cfg, DistContext(), blind, grid)
+    for kind in ("classical", "fidelity-classical"):
+        rows = result["results"][kind]
+        assert [r["lr"] for r in rows] == [1e-4, 3e-2] and result["runs_per_kind"] == 2
+        best = max(rows, key=lambda r: (r["validation_accuracy"], -r["validation_loss"]))
+        assert result["chosen"][kind] == {"lr": best["lr"], "schedule": "constant", "head": grid["head"][0]}
+        assert rows[1]["validation_accuracy"] > rows[0]["validation_accuracy"]  # lr 1e-4 barely moves in 24 steps
+
+
+def test_tuning_resumes_from_tuning_json(tmp_path, monkeypatch):
+    from qucnn.train import compare
+
+    s = make_splits(load_embedded_mnist(), 64, limit_train=64)
+    grid = {"lr": (1e-3, 1e-2), "schedule": ("constant",), "head": ("bn,maxpool:2,fc:8,relu",)}
+    cfg = tiny(tmp_path, epochs=1, compare=True, kinds=("classical",), tune=True, validation=64)
+    first = tune(cfg, DistContext(), s, grid)
+    assert (tmp_path / compare.TUNING_FILE).exists()
+    calls = []
+    monkeypatch.setattr(compare, "fit", lambda *a, **k: calls.append(a) or {})
+    again = tune(dataclasses.replace(cfg, resume=True), DistContext(), s, grid)
+    assert calls == [] and again["results"] == first["results"]  # every run came from tuning.json
+
+
+def test_learning_curve_ticks_are_whole_epochs_also_for_one_epoch():
+    entry = {"epoch": 1, "train_loss": 2.2, "train_accuracy": 0.3, "validation_loss": 2.1, "validation_accuracy": 0.35}
+    fig = curves_figure({"quantum": [entry]})
+    for ax in fig.axes:
+        assert list(ax.get_xticks()) == [1]
+    assert fig.axes[0].get_yscale() == "linear"  # 2.1-2.2 spans no decade: no 2.2x10^0 labels
+    many = [dict(entry, epoch=e, train_loss=10.0 / e**2) for e in range(1, 13)]
+    fig = curves_figure({"quantum": many})
+    assert fig.axes[0].get_yscale() == "log" and all(float(t).is_integer() for t in fig.axes[0].get_xticks())
 
 
 def test_bad_arguments_fail_cleanly_and_lose_nothing(tmp_path, capsys):

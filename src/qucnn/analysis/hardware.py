@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..backends import QiskitBackend
-from ..datasets import Dataset
+from ..datasets import ImageSplits
 from ..nn.models import build_model
 from ..utils.checks import UsageError, positive_int
 from ..utils.files import atomic_write
@@ -70,7 +70,7 @@ QUICK_TASK = HardwareTask(train=32, test=64, epochs=1, batch_size=32, filters=1,
                           gradient_shots=50)
 
 
-def task_data(data: Dataset, task: HardwareTask) -> tuple[torch.Tensor, ...]:
+def task_data(data: ImageSplits, task: HardwareTask) -> tuple[torch.Tensor, ...]:
     """``(x_train, y_train, x_test, y_test)``: the first images of digits 0 and 1, pooled to ``image x image``
     and binarised; labels 0/1."""
     out = []
@@ -149,7 +149,7 @@ def train_setting(setting: str, task: HardwareTask, data: tuple[torch.Tensor, ..
     return row, details
 
 
-def hardware_study(task: HardwareTask, data: Dataset, fake_device: str = DEFAULT_DEVICE, seed: int = 0,
+def hardware_study(task: HardwareTask, data: ImageSplits, fake_device: str = DEFAULT_DEVICE, seed: int = 0,
                    settings: tuple[str, ...] = SETTINGS, progress: bool = True) -> dict:
     """Every setting on the same data, initial weights and data order: ``{"fake_device", "rows": [{"setting",
     "test_accuracy", "circuits", "shots", "wall_s"}], "details"}`` (``details``: the task, learning curves, readout

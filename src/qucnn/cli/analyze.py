@@ -67,16 +67,21 @@ def _register_plateau(sub) -> None:
 def _register_shots(sub) -> None:
     p = sub.add_parser(
         "shots", help="test accuracy against the total shots spent on filter gradients, per estimator",
-        description="Trains the same hybrid network with each filter-gradient estimator (exact, parameter "
-                    "shift and Eq. 17 at S shots per circuit, the sampled estimator at N shots per step) and "
-                    "plots test accuracy against the gradient shots a quantum computer would have spent.")
-    p.add_argument("--seed", type=int, default=0, help="seed of init, data order and shots (default 0)")
+        description="Trains the same hybrid network with each filter-gradient estimator (exact, frozen filters, "
+                    "parameter shift and Eq. 17 at S shots per circuit, the sampled estimator at N shots per step) "
+                    "for each seed and plots test accuracy against the gradient shots a quantum computer would have "
+                    "spent. A shot saving is reported only where the sampled estimator beats frozen filters "
+                    "(one-sided paired t test over seeds, 95%).")
+    p.add_argument("--seeds", default=None,
+                   help="seeds of init, data order and shots, list or range (default 0,1,2; at least 2 for the "
+                        "significance test)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per setting (default 2; --quick 1)")
-    p.add_argument("--train", type=int, default=None, help="training images (default 4000; --quick 512)")
+    p.add_argument("--train", type=int, default=None, help="training images (default 4000; --quick 1024)")
     p.add_argument("--out", default="results/shots", help="output folder (default results/shots)")
     p.add_argument("--json", default=None, help="JSON path (default OUT/shots.json); the PNG goes beside it")
-    p.add_argument("--quick", action="store_true", help="a small network, 5 settings, seconds")
+    p.add_argument("--quick", action="store_true", help="a small network, 6 settings, seconds per seed")
     p.set_defaults(func=run_shots)
+    # finished runs are kept in OUT/shots.rows.json: a rerun (killed, or with more seeds) reuses them
 
 
 def _register_hardware(sub) -> None:
@@ -160,27 +165,60 @@ def run_shots(args) -> int:
             if value < 1:
                 raise UsageError(f"--{key} must be a positive int, got {value}")
             sizes[key] = value
+    seeds = shots_analysis.DEFAULT_SEEDS if args.seeds is None else tuple(parse_int_list(args.seeds, "--seeds"))
+    if min(seeds) < 0:
+        raise UsageError(f"--seeds must be ints >= 0, got {args.seeds}")
     json_path = _output(args, "shots.json")
     settings = shots_analysis.quick_settings() if args.quick else shots_analysis.default_settings()
-    result = shots_analysis.shots_study(settings, load_embedded_mnist(), seed=args.seed, **sizes)
+    # finished runs are kept beside the JSON, so a killed study, or one with more seeds, retrains only what is new
+    progress_path = json_path.with_suffix(".rows.json")
+    done = []
+    if progress_path.exists():
+        saved = json.loads(progress_path.read_text())
+        done = saved["rows"] if saved.get("sizes") == sizes else []
+
+    def save(rows: list[dict]) -> None:
+        atomic_write_text(progress_path, json.dumps({"sizes": sizes, "rows": rows}))
+
+    result = shots_analysis.shots_study(settings, load_embedded_mnist(), seeds=seeds, done=done, on_row=save,
+                                        **sizes)
+    result["command"] = (f"qucnn analyze shots --seeds {','.join(map(str, seeds))} --epochs {sizes['epochs']} "
+                         f"--train {sizes['train']}" + (" --quick" if args.quick else ""))
     atomic_write_text(json_path, json.dumps(result, indent=1))
     shots_analysis.plot_shots(result, json_path.with_suffix(".png"))
-    print(f"{'setting':<28} {'accuracy':>9} {'gradient shots':>15} {'seconds':>8}")
-    for row in result["rows"]:
-        shots = "exact" if row["method"] == "autograd" else f"{row['gradient_shots']:.3g}"
-        print(f"{row['label']:<28} {row['test_accuracy']:>9.4f} {shots:>15} {row['seconds']:>8.1f}")
-    saving = result["saving"]
-    for point in (saving or {}).get("points", []):
+    print(f"{'setting':<26} {'accuracy % (mean +- std)':>25} {'minus frozen (lower 95%)':>26} {'gradient shots':>15}")
+    for s in result["settings"]:
+        m, sd = 100 * s["summary"]["mean"], 100 * (s["summary"]["std"] or 0.0)
+        vs = s["vs_frozen"]
+        diff = "-" if vs is None else f"{100 * vs['mean']:+.2f} ({_pct(vs['lower95'])})"
+        shots = "exact" if s["method"] == "autograd" else "0" if s["method"] == "frozen" else f"{s['gradient_shots']:.3g}"
+        print(f"{s['label']:<26} {f'{m:.2f} +- {sd:.2f}':>25} {diff:>26} {shots:>15}")
+    for point in (result["saving"] or {}).get("points", []):
+        head = f"{point['label']} ({point['shots']:.3g} shots, {100 * point['test_accuracy']:.2f}%)"
+        if not point["above_frozen"]:
+            print(f"{head}: not above frozen filters, no saving claimed")
+            continue
         parts = []
         for method, need in point["dense"].items():
-            if need["shots"] is None:
+            if need["central"]["orders_of_magnitude"] is None:
                 parts.append(f"{method}: never reached")
             else:
-                bound = "" if need["interpolated"] else "<= "
-                parts.append(f"{method}: {bound}{need['shots']:.3g} shots ({need['orders_of_magnitude']:+.1f} orders)")
-        print(f"{point['label']} ({point['shots']:.3g} shots, accuracy {point['test_accuracy']:.4f}) vs " + "; ".join(parts))
+                parts.append(f"{method}: {_fmt(need['central'])} orders [{_fmt(need['low'])}, {_fmt(need['high'])}]")
+        print(f"{head} vs " + "; ".join(parts))
     print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
     return 0
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:+.2f}"
+
+
+def _fmt(need: dict) -> str:
+    """Orders of magnitude saved; ``<=`` where the dense curve starts above the accuracy (an upper bound)."""
+    orders = need["orders_of_magnitude"]
+    if orders is None:
+        return "beyond the curve"
+    return ("" if need["interpolated"] else "<= ") + f"{orders:+.1f}"
 
 
 def run_hardware(args) -> int:

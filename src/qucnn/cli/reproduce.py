@@ -94,8 +94,9 @@ def _print_summary(metrics: dict, names: list[str], config) -> None:
         print(f"backprop: {b['repeats']} repeats per shot count; at {top} shots max |mean - exact| = "
               + ", ".join(f"{m} {v:.2f} SE" for m, v in worst.items()))
     if "learn" in names:
-        fid = metrics["state_learning"]["final_fidelity"]
-        print("learn: best final fidelity " + ", ".join(f"L={k} {v:.4f}" for k, v in sorted(fid.items())))
+        for kind, depths in metrics["state_learning"]["summary"].items():
+            print(f"learn, {kind} targets (best restart; min / median / max over {depths['1']['n']}): " + ", ".join(
+                f"L={L} {q['min']:.3f} / {q['median']:.3f} / {q['max']:.3f}" for L, q in sorted(depths.items())))
     if "circuits" in names:
         c = metrics["circuits"]
         print("circuits: " + ", ".join(f"{k} {v['qubits']}q/{v['gates']}g/{v['cnots']}cx" for k, v in c.items()

@@ -1,8 +1,8 @@
 """``qucnn train``: train a network whose first layer is QuCNN (or its baselines) end to end.
 
 Writes OUT/metrics.json, OUT/learning_curve.png, OUT/model.pt (state dict) and OUT/checkpoint.pt
-(with --compare: one sub-folder per model plus the combined metrics and curves). Also runs under
-``torchrun --nproc-per-node N -m qucnn train ...``.
+(with --compare: OUT/<kind>/seed<S>/ per run plus the combined metrics, curves and OUT/compare.png; with
+--tune also OUT/tuning.json). Also runs under ``torchrun --nproc-per-node N -m qucnn train ...``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 from ..nn.functional import GRADIENT_MODES
 from ..nn.models import DEFAULT_HEAD, HEAD_TOKENS, MODEL_KINDS
 from ..train import TrainConfig, train
-from ..train.config import TRAIN_BACKENDS
+from ..train.compare import TUNE_GRID, compare_table
+from ..train.config import DEFAULT_VALIDATION, TRAIN_BACKENDS
 from ..train.report import summary_table
 
 
@@ -29,6 +30,26 @@ def _optional_int(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected an int (or 'none'), got {text!r}") from None
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    """``0,1,2`` or ``0-4`` (inclusive) as a tuple of ints."""
+    try:
+        if "-" in text.strip("-"):
+            lo, hi = (int(v) for v in text.split("-"))
+            return tuple(range(lo, hi + 1))
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a list of ints like 0,1,2 or a range like 0-4, got {text!r}") \
+            from None
+
+
+def _kind_list(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in MODEL_KINDS]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(f"expected kinds from {', '.join(MODEL_KINDS)}, got {text!r}")
+    return kinds
+
+
 def register(subparsers) -> None:
 
     p = subparsers.add_parser(
@@ -39,8 +60,10 @@ def register(subparsers) -> None:
                     "(and every --checkpoint-every steps); --resume continues bit for bit.")
     g = p.add_argument_group("model")
     g.add_argument("--kind", default="quantum", choices=MODEL_KINDS,
-                   help="quantum (trained filters), frozen (random filters, fixed), classical (nn.Conv2d); "
-                        "default quantum")
+                   help="quantum (trained filters), frozen (random filters, fixed), classical (nn.Conv2d), "
+                        "fidelity-classical (the fidelity map with free unit-norm complex filters), "
+                        "classical-matched (bias-free nn.Conv2d with as many weights as the quantum layer has "
+                        "angles); default quantum")
     g.add_argument("--filters", type=int, default=8, help="filters (output channels), default 8")
     g.add_argument("--kernel", type=int, default=4, help="kernel size k (k x k patches), default 4")
     g.add_argument("--stride", type=int, default=1, help="stride, default 1")
@@ -80,6 +103,9 @@ def register(subparsers) -> None:
                         "be 0..K-1 without gaps)")
     d.add_argument("--limit-train", type=int, default=None, help="use the first N training images")
     d.add_argument("--limit-test", type=int, default=None, help="use the first N test images")
+    d.add_argument("--validation", type=int, default=DEFAULT_VALIDATION,
+                   help="hold out the last N training images for validation (reported every epoch; the test "
+                        f"set is evaluated once, at the end); default {DEFAULT_VALIDATION}, 0 for none")
     d.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N); default cpu")
     d.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes (DDP; gloo on CPU, nccl on CUDA); default 1")
@@ -88,7 +114,17 @@ def register(subparsers) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--out", default="results/train", help="output directory (default results/train)")
     o.add_argument("--compare", action="store_true",
-                   help="train quantum, frozen-filter and classical models with the same head, data and seed")
+                   help=f"train every model kind ({', '.join(MODEL_KINDS)}) with the same data and seeds; the "
+                        "table gives mean +- std over seeds and each kind's paired difference from quantum")
+    o.add_argument("--kinds", type=_kind_list, default=None, help="with --compare: the kinds to train (default all)")
+    o.add_argument("--seeds", type=_int_list, default=None,
+                   help="with --compare: seeds to run each kind with, e.g. 0-4 (default: --seed)")
+    grid = "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in TUNE_GRID.items())
+    o.add_argument("--tune", action="store_true",
+                   help=f"with --compare: first pick each kind's lr, schedule and head on validation accuracy "
+                        f"from the grid ({grid}), the same budget for every kind")
+    o.add_argument("--tune-seeds", type=_int_list, default=None,
+                   help="seeds of the tuning runs, validation accuracy averaged over them (default: the first seed)")
     o.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     o.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a checkpoint")
     o.add_argument("--checkpoint-every", type=int, default=None,
@@ -103,7 +139,7 @@ def register(subparsers) -> None:
 def resume_hint(args) -> str:
     """After Ctrl-C: the command that continues from this run's last checkpoint, or that there is none yet."""
     out = Path(args.out)
-    dirs = [out / kind for kind in MODEL_KINDS] if args.compare else [out]
+    dirs = sorted(p.parent for p in out.glob("*/seed*/checkpoint.pt")) if args.compare else [out]
     started = getattr(args, "started", float("inf"))
     # A checkpoint is this run's if the run resumed from it or wrote it (an --overwrite run finds an old one).
     ours = [d for d in dirs if (d / "checkpoint.pt").exists()
@@ -125,18 +161,24 @@ def run(args) -> int:
         overwrite=args.overwrite, checkpoint_every=args.checkpoint_every, compare=args.compare, nproc=args.nproc,
         max_steps=args.max_steps, threads=args.threads, progress=not args.no_progress, plot=not args.no_plot,
         classes=args.classes, backend=args.backend, fake_device=args.fake_device,
-        mitigate_readout=args.mitigate_readout)
+        mitigate_readout=args.mitigate_readout, validation=args.validation, seeds=args.seeds, kinds=args.kinds,
+        tune=args.tune, tune_seeds=args.tune_seeds)
     metrics = train(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     if "stopped_at_step" in metrics:
         print(f"stopped after {metrics['stopped_at_step']} steps (--max-steps); continue with --resume")
         return 0
-    runs = {k: v for k, v in metrics["compare"].items()} if "compare" in metrics else {metrics["kind"]: metrics["final"]}
-    print(f"data: {metrics['data']['name']} ({metrics['data']['train']} train / {metrics['data']['test']} test), "
+    data = metrics["data"]
+    print(f"data: {data['name']} ({data['train']} train / {data['validation']} validation / {data['test']} test), "
           f"{metrics['world_size']} process(es) on {metrics['device']}")
-    print(summary_table(runs))
-    written = ["metrics.json"] + ([] if args.no_plot else ["learning_curve.png"]) + ["model.pt"]
-    print(f"wrote {args.out}/{', '.join(written)}"
-          + (" (+ quantum/, frozen/, classical/)" if args.compare else ", checkpoint.pt"))
+    plots = [] if args.no_plot else ["learning_curve.png"]
+    if "compare" in metrics:
+        print(compare_table(metrics))
+        written = ["metrics.json"] + plots + ([] if args.no_plot else ["compare.png"]) + (
+            ["tuning.json"] if metrics.get("tuning") else [])
+        print(f"wrote {args.out}/{', '.join(written)} and <kind>/seed<S>/ per run")
+    else:
+        print(summary_table({metrics["kind"]: metrics["final"]}))
+        print(f"wrote {args.out}/{', '.join(['metrics.json'] + plots + ['model.pt', 'checkpoint.pt'])}")
     return 0

@@ -15,6 +15,11 @@ against one fixed data state, and the loss is ``L = g F`` with the backpropagate
   picks ``c = max_j |g_j| = |g|`` so ``delta = +-1``; with one output this has exactly the
   post-processed variance.
 
+Beyond the paper, :func:`variance_gap` measures what Eq. 17 adds to the post-processed variance, against the
+closed form ``c^2 (1 - delta^2) / (2S)`` per gradient. The gap has a simple cause: the ancilla ``b`` only
+feeds a CNOT into ``a`` before ``a`` is measured, so the circuit is a SWAP test times an independent random
+sign of mean ``delta``, a classical coin (docs/math.md).
+
 The default data state is the uniform superposition ``H^n|0>`` (a 4x4 patch of ones): the paper's
 "maximally-mixed state" would give ``F = 1/d`` for every filter and a zero gradient.
 
@@ -130,6 +135,7 @@ def run_backprop(config: Config) -> dict:
                 "mean_theory_std": float(theory.mean()),
             })
     metrics = {
+        "variance_gap": variance_gap(draws, shot_counts, f_shift[:, params], g, repeats),
         "upstream": g, "scale_c": SCALE_C, "delta": g / SCALE_C, "data_state": config.data_state,
         "data_state_description": description, "qubits": N_QUBITS, "layers": LAYERS,
         "parameters": ansatz.n_params, "shot_counts": list(shot_counts), "repeats": repeats,
@@ -137,8 +143,32 @@ def run_backprop(config: Config) -> dict:
         "theta": theta.reshape(-1), "exact_gradient": exact, "f_plus": f_shift[0], "f_minus": f_shift[1],
         "checks": checks, "summary": summary, "rows": rows,
     }
-    metrics["figures"] = [_plot(config.figure("backprop", "fig4_backprop"), rows, summary, exact, config)]
+    metrics["figures"] = [_plot(config.figure("backprop", "fig4_backprop"), rows, summary, exact, config,
+                                metrics["variance_gap"])]
     return metrics
+
+
+def variance_gap(draws: dict, shot_counts: tuple[int, ...], f_shift: Tensor, g: float, repeats: int) -> list[dict]:
+    """Measured ``Var(entanglement) - Var(post-processed)`` per parameter and shot count against the closed
+    form. Each Eq. 17 circuit has variance ``c^2 (1 - delta^2 F^2) / S`` after scaling by ``c``, the
+    post-processed product ``g^2 (1 - F^2) / S = c^2 delta^2 (1 - F^2) / S``: the gap per circuit is
+    ``c^2 (1 - delta^2) / S`` whatever ``F``, and a gradient (``/2`` of a shifted pair) has
+    ``c^2 (1 - delta^2) / (2 S)``. ``se`` is the standard error of the mean gap over parameters, from the
+    theoretical variances (``Var(s^2) = 2 sigma^4 / (repeats - 1)`` for each sample variance)."""
+    out = []
+    delta = g / SCALE_C
+    for shots in shot_counts:
+        if (shots, "entanglement") not in draws or (shots, "parameter-shift") not in draws:
+            continue
+        ent, pp = draws[(shots, "entanglement")].var(0), draws[(shots, "parameter-shift")].var(0)
+        theory_e = theoretical_std(f_shift[0], f_shift[1], g, shots, "entanglement") ** 2
+        theory_p = theoretical_std(f_shift[0], f_shift[1], g, shots, "parameter-shift") ** 2
+        gap = ent - pp
+        se = torch.sqrt((2 * theory_e**2 + 2 * theory_p**2) / (repeats - 1)).square().sum().sqrt() / gap.numel()
+        formula = SCALE_C**2 * (1 - delta**2) / (2 * shots)
+        out.append({"shots": shots, "formula": formula, "measured_mean": float(gap.mean()), "se": float(se),
+                    "z": float((gap.mean() - formula) / se), "per_parameter": gap})
+    return out
 
 
 def _schedule(config: Config) -> tuple[tuple[int, ...], int, int | None]:
@@ -178,9 +208,11 @@ def _draw_all(config: Config, x: Tensor, theta: Tensor, shifted: Tensor, f_shift
     return out
 
 
-def _plot(path: Path, rows: list[dict], summary: list[dict], exact: Tensor, config: Config) -> str:
+def _plot(path: Path, rows: list[dict], summary: list[dict], exact: Tensor, config: Config,
+          gap: list[dict]) -> str:
     plt = pyplot()
-    fig, ax = plt.subplots(1, 3, figsize=(18, 5.2), layout="constrained")
+    fig, axes = plt.subplots(2, 2, figsize=(15, 11), layout="constrained")
+    ax = axes.flatten()
     shots = sorted({r["shots"] for r in rows})
     estimated = {r["parameter"] for r in rows}
     top: list[int] = []
@@ -188,50 +220,71 @@ def _plot(path: Path, rows: list[dict], summary: list[dict], exact: Tensor, conf
         if i in estimated and all(abs(float(exact[i] - exact[j])) > 0.005 for j in top) and len(top) < 2:
             top.append(i)
     colours = {"entanglement": "tab:red", "parameter-shift": "tab:blue", "entanglement-cmax": "tab:green"}
-    offsets = {"entanglement": 0.93, "parameter-shift": 1.0, "entanglement-cmax": 1.07}
+    offsets = {"entanglement": 0.9, "parameter-shift": 1.0, "entanglement-cmax": 1.1}
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     for k, p in enumerate(top):
         for method in methods[:2]:
             sel = sorted((r for r in rows if r["parameter"] == p and r["method"] == method), key=lambda r: r["shots"])
-            xs = [r["shots"] * offsets[method] for r in sel]
+            xs = [r["shots"] * offsets[method] ** (1 if k == 0 else -1) for r in sel]
             ax[0].errorbar(xs, [r["mean"] for r in sel], yerr=[r["std"] for r in sel], color=colours[method],
-                           marker="os^"[k], ms=4, capsize=3, lw=1, label=f"{method}, parameter {p}")
-            ax[0].fill_between(xs, [r["exact"] - r["theory_std"] for r in sel],
-                               [r["exact"] + r["theory_std"] for r in sel], color=colours[method], alpha=0.08)
+                           marker="os"[k], ms=5, capsize=3, lw=1.2, label=f"{method}, parameter {p}")
         ax[0].axhline(float(exact[p]), color="k", ls="--", lw=0.8)
     ax[0].set_xscale("log")
     ax[0].set_xlabel("shots per circuit")
-    ax[0].set_ylabel("dL/dtheta  (mean +- std over repeats)")
-    ax[0].set_title("two large gradients: estimates vs exact (dashes)\nshaded: exact +- theoretical std",
-                    fontsize=10)
-    ax[0].legend(fontsize=7)
+    ax[0].set_ylabel("dL/dtheta (mean +- std over repeats)")
+    ax[0].set_title("(a) two large gradients: estimates against the exact value (dashes)", fontsize=11)
+    ax[0].legend(fontsize=10)
+    markers = {"entanglement": dict(marker="o", s=22, alpha=0.6),
+               "parameter-shift": dict(marker="s", s=30, alpha=0.8),
+               "entanglement-cmax": dict(marker="^", s=60, facecolors="none", linewidths=1.2)}
     for method in methods:
         sel = [r for r in rows if r["method"] == method]
-        label = method + (" (same theory as parameter-shift)" if method == "entanglement-cmax" else "")
-        ax[1].scatter([r["theory_std"] for r in sel], [r["std"] for r in sel], s=8, color=colours[method],
-                      alpha=0.6, label=label)
-    lo = min(r["theory_std"] for r in rows)
-    hi = max(r["theory_std"] for r in rows)
+        label = method + (" (the layer's c = max|g|)" if method == "entanglement-cmax" else "")
+        style = dict(markers[method])
+        if "facecolors" in style:
+            style["edgecolors"] = colours[method]
+        else:
+            style["color"] = colours[method]
+        ax[1].scatter([r["theory_std"] for r in sel], [r["std"] for r in sel], label=label, **style)
+    lo, hi = min(r["theory_std"] for r in rows), max(r["theory_std"] for r in rows)
     ax[1].plot([lo, hi], [lo, hi], "k--", lw=1, label="measured = theory")
     ax[1].set_xscale("log")
     ax[1].set_yscale("log")
     ax[1].set_xlabel("theoretical std")
     ax[1].set_ylabel("measured std over repeats")
-    ax[1].set_title(f"{len({r['parameter'] for r in rows})} parameters x {len(shots)} shot counts", fontsize=10)
-    ax[1].legend(fontsize=8)
+    ax[1].set_title(f"(b) spreads: {len(estimated)} parameters x {len(shots)} shot counts", fontsize=11)
+    ax[1].legend(fontsize=10)
+    if gap:
+        for entry in gap:
+            per = torch.as_tensor(entry["per_parameter"]) * entry["shots"]
+            jitter = entry["shots"] * torch.linspace(0.85, 1.15, len(per))
+            ax[2].scatter(jitter.numpy(), per.numpy(), s=10, color="tab:purple", alpha=0.4)
+        ax[2].errorbar([e["shots"] for e in gap], [e["measured_mean"] * e["shots"] for e in gap],
+                       yerr=[2 * e["se"] * e["shots"] for e in gap], fmt="D", color="black", ms=6, capsize=4,
+                       label="mean over parameters +- 2 SE")
+        ax[2].axhline(gap[0]["formula"] * gap[0]["shots"], color="tab:red", lw=2,
+                      label=f"c^2 (1 - delta^2) / 2 = {gap[0]['formula'] * gap[0]['shots']:.3f}")
+        ax[2].set_xscale("log")
+        ax[2].legend(fontsize=10)
+    ax[2].set_xlabel("shots per circuit S")
+    ax[2].set_ylabel("S x [Var(Eq. 17) - Var(post-processed)]")
+    ax[2].set_title("(c) the variance Eq. 17 adds, per gradient (dots: parameters)", fontsize=11)
     for method in methods:
         sel = sorted((s for s in summary if s["method"] == method), key=lambda s: s["shots"])
-        ax[2].plot([s["shots"] for s in sel], [s["max_abs_error_in_se"] for s in sel], "o-",
-                   color=colours[method], label=method)
-    ax[2].axhline(5, color="grey", ls=":", label="5 standard errors")
-    ax[2].set_xscale("log")
-    ax[2].set_xlabel("shots per circuit")
-    ax[2].set_ylabel("max over parameters |mean - exact| / (std / sqrt(repeats))")
-    ax[2].set_title("bias check (theoretical standard errors)", fontsize=10)
-    ax[2].legend(fontsize=8)
-    fig.suptitle(f"Fig. 4: entanglement-based backpropagation (g = {config.upstream}, c = {SCALE_C}) vs "
-                 f"post-processed parameter shift [{config.backend}{', noise' if config.noise else ''}]")
+        ax[3].plot([s["shots"] for s in sel], [s["max_abs_error_in_se"] for s in sel], "-", color=colours[method],
+                   marker={"entanglement": "o", "parameter-shift": "s", "entanglement-cmax": "^"}[method],
+                   mfc="none" if method == "entanglement-cmax" else colours[method], ms=7, label=method)
+    ax[3].axhline(5, color="grey", ls=":", label="5 standard errors")
+    ax[3].set_xscale("log")
+    ax[3].set_xlabel("shots per circuit")
+    ax[3].set_ylabel("max over parameters |mean - exact| / standard error")
+    ax[3].set_title("(d) bias check", fontsize=11)
+    ax[3].legend(fontsize=10)
+    for axis in ax:
+        axis.grid(alpha=0.3)
+    fig.suptitle(f"Fig. 4: Eq. 17 (entanglement, g = {config.upstream}, c = {SCALE_C}) vs post-processed parameter "
+                 f"shift [{config.backend}{', noise' if config.noise else ''}]", fontsize=13)
     return save_figure(fig, path)
 
 
-__all__ = ["METHODS", "SCALE_C", "SHOT_COUNTS", "data_patch", "run_backprop", "theoretical_std"]
+__all__ = ["METHODS", "SCALE_C", "SHOT_COUNTS", "data_patch", "run_backprop", "theoretical_std", "variance_gap"]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from torch import Tensor
 
 from ..core.ansatz import FilterAnsatz
 from ..core.encoding import mottonen_ops, svd_unitary
@@ -38,17 +39,33 @@ COLOURS = {"RX": "#cfe2f3", "RY": "#cfe2f3", "RZ": "#d9ead3", "H": "#fff2cc", "X
 HARDWARE_BASIS = ["rz", "sx", "x", "cx"]
 
 
-def layout(ops: Sequence[Op]) -> list[int]:
-    """The column of each op: as early as possible, no two ops overlapping on the wires they span."""
+def layout(ops: Sequence[Op], barriers: Sequence[int] = ()) -> list[int]:
+    """The column of each op: as early as possible, no two ops overlapping on the wires they span, and no op
+    at or after an index in ``barriers`` left of an op before it (gates do not slide across a barrier)."""
     free: dict[int, int] = {}
+    floor = 0
     cols = []
-    for op in ops:
+    for i, op in enumerate(ops):
+        if i in barriers:
+            floor = max([floor, *free.values()])
         span = range(min(op.wires), max(op.wires) + 1)
-        col = max((free.get(q, 0) for q in span), default=0)
+        col = max([floor, *(free.get(q, 0) for q in span)])
         for q in span:
             free[q] = col + 1
         cols.append(col)
     return cols
+
+
+def barrier_columns(ops: Sequence[Op], barriers: Sequence[int]) -> list[float]:
+    """Where each barrier is drawn: half a column before the first op at or after its index."""
+    cols = layout(ops, barriers)
+    return [cols[i] - 0.5 for i in barriers if i < len(ops)]
+
+
+def ansatz_barriers(n_qubits: int, layers: int, start: int = 0) -> list[int]:
+    """Op indices that begin ansatz layers 2..L (and the op after the ansatz) for ops starting at ``start``."""
+    per_layer = 2 * n_qubits + (n_qubits if n_qubits > 1 else 0)
+    return [start + k * per_layer for k in range(1, layers + 1)]
 
 
 def count_ops(ops: Sequence[Op], n_qubits: int) -> dict:
@@ -68,25 +85,36 @@ def _angle(op: Op) -> str:
 
 
 def draw_ops(ops: Sequence[Op], n_qubits: int, path: Path, title: str, wire_names: Sequence[str],
-             unitary_names: Sequence[str] = (), measured: Sequence[int] = ()) -> str:
+             unitary_names: Sequence[str] = (), measured: Sequence[int] = (), barriers: Sequence[int] = (),
+             side=None) -> str:
     """Draw ``ops`` with matplotlib: one horizontal wire per qubit, a box per gate (rotation angles
     under the name), control dots, target circles for CNOT, crosses for CSWAP, ``UNITARY`` ops as tall
-    boxes named by ``unitary_names`` in order; a meter box on each ``measured`` wire. Returns the name."""
+    boxes named by ``unitary_names`` in order; a meter box on each ``measured`` wire; a dashed barrier before
+    each op index in ``barriers``. ``side(fig, ax)`` may draw a second panel (given a second axis). Returns
+    the file name."""
     plt = pyplot()
     from matplotlib.patches import Circle, Rectangle
 
-    cols = layout(ops)
+    cols = layout(ops, barriers)
     ncols = max(cols, default=-1) + 1 + (1 if measured else 0)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.62 * ncols + 2), 0.55 * n_qubits + 1.2))
+    width, height = max(7.0, 0.62 * ncols + 2.5), 0.6 * n_qubits + 1.6
+    if side is None:
+        fig, ax = plt.subplots(figsize=(width, height))
+    else:
+        fig, (ax, other) = plt.subplots(1, 2, figsize=(width + 6.5, max(height, 5.5)),
+                                        gridspec_kw={"width_ratios": [width, 6.5]}, layout="constrained")
+        side(fig, other)
+    for col in barrier_columns(ops, barriers):
+        ax.plot([col, col], [0.45, -n_qubits + 0.55], color="grey", ls="--", lw=1, zorder=0)
     for q in range(n_qubits):
         ax.plot([-0.6, ncols - 0.4], [-q, -q], color="black", lw=0.8, zorder=0)
-        ax.text(-0.8, -q, wire_names[q], ha="right", va="center", fontsize=9)
+        ax.text(-0.8, -q, wire_names[q], ha="right", va="center", fontsize=11)
     names = iter(unitary_names)
     for op, col in zip(ops, cols):
         lo, hi = min(op.wires), max(op.wires)
         if op.gate == "UNITARY":
             ax.add_patch(Rectangle((col - 0.38, -hi - 0.3), 0.76, hi - lo + 0.6, fc=COLOURS["UNITARY"], ec="black"))
-            ax.text(col, -(lo + hi) / 2, next(names, "U"), ha="center", va="center", fontsize=8, rotation=90)
+            ax.text(col, -(lo + hi) / 2, next(names, "U"), ha="center", va="center", fontsize=10, rotation=90)
         elif op.gate in ("CNOT", "CSWAP"):
             ax.plot([col, col], [-lo, -hi], color="black", lw=1, zorder=1)
             ax.add_patch(Circle((col, -op.wires[0]), 0.09, color="black", zorder=2))
@@ -101,9 +129,9 @@ def draw_ops(ops: Sequence[Op], n_qubits: int, path: Path, title: str, wire_name
             ax.add_patch(Rectangle((col - 0.34, -lo - 0.28), 0.68, 0.56, fc=COLOURS.get(op.gate, "white"),
                                    ec="black", zorder=2))
             angle = _angle(op)
-            ax.text(col, -lo + (0.07 if angle else 0), op.gate, ha="center", va="center", fontsize=7, zorder=3)
+            ax.text(col, -lo + (0.08 if angle else 0), op.gate, ha="center", va="center", fontsize=8, zorder=3)
             if angle:
-                ax.text(col, -lo - 0.14, angle, ha="center", va="center", fontsize=5, zorder=3)
+                ax.text(col, -lo - 0.15, angle, ha="center", va="center", fontsize=6, zorder=3)
     for q in measured:
         ax.add_patch(Rectangle((ncols - 1 - 0.34, -q - 0.28), 0.68, 0.56, fc="#eeeeee", ec="black", zorder=2))
         ax.text(ncols - 1, -q, "M", ha="center", va="center", fontsize=8, zorder=3)
@@ -111,15 +139,22 @@ def draw_ops(ops: Sequence[Op], n_qubits: int, path: Path, title: str, wire_name
     ax.set_ylim(-n_qubits + 0.4, 0.7)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(title, fontsize=10)
+    if side is None:
+        ax.set_title(title, fontsize=13)
+    else:
+        fig.suptitle(title, fontsize=13)
     return save_figure(fig, path, bbox_inches="tight")
 
 
-def _qiskit_circuit(ops: Sequence[Op], n_qubits: int, measured: Sequence[int]):
-    """``qucnn.qiskit.ops_to_circuit`` plus the measurements (ImportError if Qiskit is missing)."""
+def _qiskit_circuit(ops: Sequence[Op], n_qubits: int, measured: Sequence[int], barriers: Sequence[int] = ()):
+    """``qucnn.qiskit.ops_to_circuit`` with barriers and the measurements (ImportError if Qiskit is missing)."""
     from ..qiskit import ops_to_circuit
 
-    circuit = ops_to_circuit(list(ops), n_qubits)
+    cuts = [0, *sorted(b for b in barriers if 0 < b < len(ops)), len(ops)]
+    circuit = ops_to_circuit(list(ops[cuts[0]:cuts[1]]), n_qubits)
+    for a, b in zip(cuts[1:], cuts[2:]):
+        circuit.barrier()
+        circuit.compose(ops_to_circuit(list(ops[a:b]), n_qubits), inplace=True)
     if measured:
         from qiskit import ClassicalRegister
 
@@ -129,28 +164,60 @@ def _qiskit_circuit(ops: Sequence[Op], n_qubits: int, measured: Sequence[int]):
     return circuit
 
 
-def draw(ops: Sequence[Op], n_qubits: int, path: Path, title: str, wire_names: Sequence[str],
-         unitary_names: Sequence[str] = (), measured: Sequence[int] = ()) -> tuple[str, str, int | None]:
-    """Draw with Qiskit's matplotlib drawer if it can, else :func:`draw_ops`. Returns
-    ``(file name, drawer, CNOTs after transpiling to rz/sx/x/cx or None without Qiskit)``."""
+def transpiled_cnots(ops: Sequence[Op], n_qubits: int) -> int | None:
+    """CNOTs after transpiling to ``rz/sx/x/cx`` (optimisation level 1, seeded), or None without Qiskit."""
     try:
-        circuit = _qiskit_circuit(ops, n_qubits, measured)
+        circuit = _qiskit_circuit(ops, n_qubits, ())
     except ImportError:
-        return draw_ops(ops, n_qubits, path, title, wire_names, unitary_names, measured), "matplotlib (qucnn)", None
+        return None
     from qiskit import transpile
 
-    cx = int(transpile(circuit.remove_final_measurements(inplace=False), basis_gates=HARDWARE_BASIS,
-                       optimization_level=1, seed_transpiler=0).count_ops().get("cx", 0))
-    try:
-        fig = circuit.draw("mpl", fold=-1)
-    except ImportError:  # the drawer needs pylatexenc, not a dependency of qiskit itself
-        return draw_ops(ops, n_qubits, path, title, wire_names, unitary_names, measured), "matplotlib (qucnn)", cx
-    fig.suptitle(title, fontsize=10)
-    return save_figure(fig, path, bbox_inches="tight"), "qiskit", cx
+    return int(transpile(circuit, basis_gates=HARDWARE_BASIS, optimization_level=1,
+                         seed_transpiler=0).count_ops().get("cx", 0))
+
+
+def draw(ops: Sequence[Op], n_qubits: int, path: Path, title: str, wire_names: Sequence[str],
+         unitary_names: Sequence[str] = (), measured: Sequence[int] = (), barriers: Sequence[int] = (),
+         side=None) -> tuple[str, str, int | None]:
+    """Draw with Qiskit's matplotlib drawer if it can (and no ``side(fig, ax, cnots)`` panel is asked for), else
+    :func:`draw_ops`. Returns ``(file name, drawer, CNOTs after transpiling to rz/sx/x/cx or None without
+    Qiskit)``."""
+    cx = transpiled_cnots(ops, n_qubits)
+    if side is not None:
+        given, side = side, (lambda fig, ax: given(fig, ax, cx))
+    if cx is not None and side is None:
+        try:
+            fig = _qiskit_circuit(ops, n_qubits, measured, barriers).draw("mpl", fold=-1)
+        except ImportError:  # the drawer needs pylatexenc, not a dependency of qiskit itself
+            pass
+        else:
+            fig.suptitle(title, fontsize=13)
+            return save_figure(fig, path, bbox_inches="tight"), "qiskit", cx
+    return (draw_ops(ops, n_qubits, path, title, wire_names, unitary_names, measured, barriers, side),
+            "matplotlib (qucnn)", cx)
+
+
+def _unitary_panel(w: Tensor):
+    """A side panel for :func:`draw`: the state-preparation unitary ``w`` ``(d, d)`` as a heatmap, its first
+    column (``W|0>``, the prepared state) framed, and the CNOT count it transpiles to."""
+
+    def panel(fig, ax, cnots: int | None) -> None:
+        from matplotlib.patches import Rectangle
+
+        shown = ax.imshow(w.real.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.add_patch(Rectangle((-0.5, -0.5), 1, w.shape[0], fill=False, ec="black", lw=2))
+        ax.set_xlabel("column j (input |j>); framed: column 0 = W|0> = f")
+        ax.set_ylabel("row i (output |i>)")
+        cost = "" if cnots is None else f"\n{cnots} CNOTs after transpiling to {'/'.join(HARDWARE_BASIS)}"
+        ax.set_title(f"inside the box: W = U V^H ({w.shape[0]}x{w.shape[0]}, real orthogonal){cost}", fontsize=11)
+        fig.colorbar(shown, ax=ax, shrink=0.8)
+
+    return panel
 
 
 def circuit_specs(config: Config) -> list[dict]:
-    """The circuits to draw: name, figure, ops, qubit count, wire names, unitary names, measured wires."""
+    """The circuits to draw: name, figure, ops, qubit count, wire names, unitary names, measured wires,
+    barriers (op indices) and an optional side panel."""
 
     gen = config.generator("circuits")
     theta = 2 * math.pi * torch.rand((1, LAYERS, N_QUBITS, 2), generator=gen, dtype=torch.float64)
@@ -165,24 +232,31 @@ def circuit_specs(config: Config) -> list[dict]:
     conv = ["a"] + [f"x{i}" for i in range(n)] + [f"f{i}" for i in range(n)]
     data_prep = Op("UNITARY", data_wires(n), svd_unitary(patch))
     filt_ops = ansatz.ops(theta, filter_wires(n))
+    w = svd_unitary(filt)
+    layers = ansatz_barriers(n, LAYERS)  # between ansatz layers (the last one is the end of the ansatz)
     return [
         dict(name="filter_ansatz", figure="fig1_filter_ansatz.png", ops=ansatz.ops(theta), qubits=n, wires=q,
-             unitaries=[], measured=[], title=f"Fig. 1: filter ansatz, {n} qubits, {LAYERS} layers "
-                                               "(RX, RZ per qubit, CNOT ring)"),
+             unitaries=[], measured=[], barriers=layers,
+             title=f"Fig. 1: filter ansatz, {n} qubits, {LAYERS} layers (RX, RZ on each qubit, then a CNOT "
+                   "ring; dashes: layer boundaries)"),
         dict(name="state_preparation_svd", figure="fig5_state_prep_svd.png",
-             ops=[Op("UNITARY", tuple(range(n)), svd_unitary(filt))], qubits=n, wires=q,
-             unitaries=["W (SVD)"], measured=[], title="Fig. 5: ideal convolutional state, QuantumFlow SVD unitary"),
+             ops=[Op("UNITARY", tuple(range(n)), w)], qubits=n, wires=q, unitaries=["W (SVD)"], measured=[],
+             barriers=[], side=_unitary_panel(w[0]),
+             title="Fig. 5: ideal convolutional state f = W|0>, QuantumFlow SVD unitary"),
         dict(name="state_preparation_gates", figure="fig5_state_prep_gates.png", ops=mottonen_ops(filt),
-             qubits=n, wires=q, unitaries=[], measured=[],
-             title="Fig. 5: ideal convolutional state, Mottonen RY/CNOT gates"),
+             qubits=n, wires=q, unitaries=[], measured=[], barriers=[],
+             title="Fig. 5: the same state from Mottonen RY/CNOT gates"),
         dict(name="swap_test", figure="fig2_swap_test.png", ops=[data_prep] + filt_ops + swap_test_ops(n),
              qubits=2 * n + 1, wires=conv, unitaries=["W_x (data)"], measured=[0],
-             title="Fig. 2: convolution SWAP test (data by SVD unitary, filter by the ansatz)"),
+             barriers=[1 + b for b in layers],
+             title="Fig. 2: convolution SWAP test (data by SVD unitary, filter by the ansatz; dashes: ansatz "
+                   "layers, then the SWAP test)"),
         dict(name="entanglement_backprop", figure="fig2_entanglement_backprop.png",
              ops=[data_prep] + filt_ops + swap_test_ops(n, upstream=config.upstream), qubits=2 * n + 2,
-             wires=conv + ["b"], unitaries=["W_x (data)"], measured=[0],
+             wires=conv + ["b"], unitaries=["W_x (data)"], measured=[0], barriers=[1 + b for b in layers],
              title=f"Eq. 17: entanglement-based backpropagation, RY(arccos {config.upstream}) on b, "
-                   f"CNOT(b -> a)"),
+                   "CNOT(b -> a) (b is touched by nothing else: measuring it and multiplying classically is "
+                   "equivalent)"),
     ]
 
 
@@ -193,7 +267,8 @@ def run_circuits(config: Config) -> dict:
     for spec in progress(circuit_specs(config), "draw circuits"):
         counts = count_ops(spec["ops"], spec["qubits"])
         name, drawer, cx = draw(spec["ops"], spec["qubits"], config.out / spec["figure"], spec["title"],
-                                spec["wires"], spec["unitaries"], spec["measured"])
+                                spec["wires"], spec["unitaries"], spec["measured"], spec["barriers"],
+                                spec.get("side"))
         counts.update(figure=name, transpiled_cnots=cx)
         drawers.add(drawer)
         metrics[spec["name"]] = counts
@@ -203,4 +278,5 @@ def run_circuits(config: Config) -> dict:
     return metrics
 
 
-__all__ = ["count_ops", "circuit_specs", "draw", "draw_ops", "layout", "run_circuits"]
+__all__ = ["ansatz_barriers", "barrier_columns", "count_ops", "circuit_specs", "draw", "draw_ops", "layout",
+           "run_circuits", "transpiled_cnots"]

@@ -46,6 +46,8 @@ NORMAL_3_SIGMA = math.erf(3 / math.sqrt(2))
 #: Aer runs: (images, patches per image at most) by (quick, noise); the torch back end always runs 16 x 625.
 AER_PLAN = {(False, False): (16, None), (True, False): (2, 64), (False, True): (4, 32), (True, True): (1, 16)}
 TRAIN = {"epochs": 3, "batch": 64, "lr": 1e-2}
+#: Colour of all-zero patches (no quantum state) in every map of Fig. 3.
+NO_STATE_GREY = "#d0d0d0"
 
 
 class FilterNet(nn.Module):
@@ -258,59 +260,87 @@ def _shot_maps(config: Config, images: Tensor, state: Tensor, exact: Tensor, run
 
 def _plot_maps(path: Path, images: Tensor, conv: Tensor, quantum: Tensor, exact: Tensor, signed: Tensor,
                config: Config) -> str:
+    """Fig. 3 on absolute colour scales (one scale per quantity, shared by every map), with all-zero patches
+    (no quantum state: output 0, never run) drawn the same light grey in every map."""
     plt = pyplot()
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
     backend = config.backend + (" + noise" if config.noise else "")
     cols = 4 if images.shape[0] >= 4 else images.shape[0]
-    fig, ax = plt.subplots(2, 3, figsize=(15, 10), layout="constrained")
+    nostate = squared_norms(images, ConvSpec.make(KERNEL))[:, 0] == 0  # (B, 25, 25)
+    ran = ~quantum.isnan()
+
+    def masked(maps: Tensor) -> Tensor:
+        return torch.where(nostate, torch.full_like(maps, float("nan")), maps).cpu()
+
+    top = float(torch.nan_to_num(torch.maximum(exact, quantum), nan=0.0).max())
+    lim = float(conv.abs().max())
+    error = torch.where(ran, (quantum - exact) / torch.sqrt((1 - exact**2) / SHOTS), float("nan"))
+    fig, ax = plt.subplots(2, 3, figsize=(15, 10.5), layout="constrained")
     panels = [
-        (ax[0, 0], mosaic(images[:, 0].cpu(), cols), "gray", (0, 1), f"{images.shape[0]} MNIST test images"),
-        (ax[0, 1], mosaic(conv.cpu(), cols), "RdBu_r", (-1, 1),
-         "classical feature maps Conv(X, F), no bias\n(each map scaled by its max |value|)"),
-        (ax[0, 2], mosaic(quantum.cpu(), cols), "viridis", (0, 1),
-         f"QuCNN maps: SWAP test, {SHOTS:,} shots ({backend})\n(each map scaled by its max)"),
-        (ax[1, 0], mosaic(exact.cpu(), cols, normalise=False), "viridis", None,
-         "exact fidelity |<f|x>|^2 = Conv(X,F)^2 / (|F|^2 |x|^2)"),
-        (ax[1, 1], mosaic(((quantum - exact) / torch.sqrt((1 - exact**2) / SHOTS)).cpu(), cols, normalise=False),
-         "RdBu_r", (-4, 4), "(QuCNN - exact) / standard error sqrt((1-F^2)/S)\n(white: not run; all-zero patches "
-         "are never run)"),
+        (ax[0, 0], images[:, 0].cpu(), "gray", (0, 1), f"{images.shape[0]} MNIST test images", False),
+        (ax[0, 1], masked(conv), "RdBu_r", (-lim, lim), "classical feature maps Conv(X, F), no bias", True),
+        (ax[0, 2], masked(quantum), "viridis", (0, top), f"QuCNN: SWAP-test estimates, {SHOTS:,} shots ({backend})",
+         True),
+        (ax[1, 0], masked(exact), "viridis", (0, top), "exact fidelity |<f|x>|^2\n= Conv(X,F)^2 / (|F|^2 |x|^2)", True),
+        (ax[1, 1], masked(error), "RdBu_r", (-4, 4), "(estimate - exact) / standard error sqrt((1-F^2)/S)", True),
     ]
-    for axis, img, cmap, lim, title in panels:
-        shown = axis.imshow(img.numpy(), cmap=cmap, vmin=None if lim is None else lim[0],
-                            vmax=None if lim is None else lim[1], interpolation="nearest")
-        axis.set_title(title, fontsize=10)
+    for axis, maps, cmap, (lo, hi), title, grey in panels:
+        if grey:  # all-zero patches underneath, light grey; NaN (also the gaps) is transparent
+            axis.imshow(torch.where(mosaic(nostate.double().cpu(), cols, normalise=False) > 0, 1.0,
+                                    float("nan")).numpy(), cmap=ListedColormap([NO_STATE_GREY]),
+                        interpolation="nearest")
+        shown = axis.imshow(mosaic(maps, cols, normalise=False).numpy(), cmap=cmap, vmin=lo, vmax=hi,
+                            interpolation="nearest")
+        axis.set_title(title, fontsize=11)
         axis.axis("off")
         fig.colorbar(shown, ax=axis, shrink=0.75)
+    keys = [Patch(color=NO_STATE_GREY, label="all-zero patch: no quantum state, output 0, no circuit run")]
+    if bool((~ran & ~nostate).any()):
+        keys.append(Patch(fc="white", ec="black", label="white: patch not in the subsample run on this backend"))
+    fig.legend(handles=keys, loc="outside lower left", fontsize=11, frameon=False, ncols=len(keys))
     hist = ax[1, 2]
     values = signed.cpu().numpy()
     hist.hist(values, bins=60, density=True, color="tab:blue", alpha=0.7, label=f"{len(values):,} patches")
     grid = torch.linspace(-5, 5, 201)
     hist.plot(grid, torch.exp(-grid**2 / 2) / math.sqrt(2 * math.pi), "k--", label="N(0, 1)")
     hist.set_xlabel("(estimate - exact) / standard error")
-    hist.set_title(f"shot error of every patch run ({backend})", fontsize=10)
-    hist.legend()
-    fig.suptitle("Fig. 3: classical vs QuCNN feature maps of one trained 4x4 filter")
+    hist.set_ylabel("density")
+    hist.set_title(f"shot error of every patch run ({backend})", fontsize=11)
+    hist.legend(fontsize=10)
+    fig.suptitle("Fig. 3: classical vs QuCNN feature maps of one trained 4x4 filter (absolute colour scales: "
+                 "the two fidelity maps share one)", fontsize=13)
     return save_figure(fig, path)
 
 
 def _plot_state(path: Path, classical: ClassicalFilter, prepared: Tensor, w: Tensor) -> str:
     plt = pyplot()
-    fig, ax = plt.subplots(1, 3, figsize=(15, 5.2), layout="constrained")
+    from matplotlib.patches import Rectangle
+
+    fig, ax = plt.subplots(1, 3, figsize=(16, 5.6), layout="constrained")
     lim = float(classical.weight.abs().max())
     shown = ax[0].imshow(classical.weight.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
-    ax[0].set_title(f"trained 4x4 filter (|F| = {float(classical.weight.norm()):.3f})")
+    ax[0].set_title(f"trained 4x4 filter F (|F| = {float(classical.weight.norm()):.3f})", fontsize=11)
     ax[0].set_xticks(range(KERNEL))
     ax[0].set_yticks(range(KERNEL))
-    fig.colorbar(shown, ax=ax[0])
+    ax[0].set_xlabel("column")
+    ax[0].set_ylabel("row")
+    fig.colorbar(shown, ax=ax[0], shrink=0.85)
     idx = torch.arange(16)
     ax[1].bar(idx, classical.state.numpy(), color="tab:blue", label="f = F / |F| (row-major)")
-    ax[1].plot(idx, prepared.real.cpu().numpy(), "rx", ms=9, label="W|0> (simulated)")
-    ax[1].set_xlabel("basis state |p>")
-    ax[1].set_title("ideal convolutional state: amplitudes")
-    ax[1].legend()
+    ax[1].plot(idx, prepared.real.cpu().numpy(), "rx", ms=9, mew=2, label="W|0> (simulated)")
+    ax[1].set_xlabel("basis state |p> (p = 4 row + column)")
+    ax[1].set_ylabel("amplitude")
+    ax[1].set_title("ideal convolutional state: amplitudes", fontsize=11)
+    ax[1].legend(fontsize=10)
     shown = ax[2].imshow(w.real.cpu().numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-    ax[2].set_title("QuantumFlow SVD unitary W (real, orthogonal)")
-    fig.colorbar(shown, ax=ax[2])
-    fig.suptitle("Fig. 5: preparing the ideal convolutional state")
+    ax[2].add_patch(Rectangle((-0.5, -0.5), 1, 16, fill=False, ec="black", lw=2))
+    ax[2].set_xlabel("column j (input basis state |j>); the framed column 0 is W|0> = f")
+    ax[2].set_ylabel("row i (output basis state |i>)")
+    ax[2].set_title("QuantumFlow SVD unitary W (real, orthogonal)", fontsize=11)
+    fig.colorbar(shown, ax=ax[2], shrink=0.85)
+    fig.suptitle("Fig. 5: preparing the ideal convolutional state", fontsize=13)
     return save_figure(fig, path)
 
 

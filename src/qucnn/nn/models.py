@@ -1,7 +1,8 @@
 """Hybrid networks whose first layer is a QuCNN layer, and their classical and frozen-filter twins.
 
-A :class:`HybridNet` is ``first_layer`` (a :class:`~qucnn.nn.QuConv2d` or an ``nn.Conv2d``) followed
-by a small classical head described by a spec string (see :func:`build_head`). The default head,
+A :class:`HybridNet` is ``first_layer`` (a :class:`~qucnn.nn.QuConv2d`, its free-filter twin
+:class:`~qucnn.nn.free_filters.FreeFidelity2d` or an ``nn.Conv2d``) followed by a small classical head
+described by a spec string (see :func:`build_head`). The default head,
 ``"bn,maxpool:2,fc:128,relu"``, was chosen by measurement (docs/training.md): BatchNorm puts the
 fidelity maps (all in ``[0, 1]``, most near 0) on a useful scale, max-pooling halves the map, and one
 hidden layer of 128 lets the network combine the filters non-linearly.
@@ -28,10 +29,11 @@ from torch import Tensor, nn
 from ..core.geometry import ConvSpec
 from ..utils.checks import UsageError
 from ..utils.seeds import derive_seed
+from .free_filters import FreeFidelity2d
 from .layer import QuConv2d
 
 DEFAULT_HEAD = "bn,maxpool:2,fc:128,relu"
-MODEL_KINDS = ("quantum", "frozen", "classical")
+MODEL_KINDS = ("quantum", "frozen", "classical", "fidelity-classical", "classical-matched")
 HEAD_TOKENS = ("bn", "maxpool:K", "avgpool:K", "relu", "dropout:P", "fc:N")
 
 
@@ -200,7 +202,7 @@ def build_head(spec: str, channels: int, height: int, width: int, num_classes: i
 
 def _first_output_shape(layer: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
     c, h, w = input_shape
-    if isinstance(layer, QuConv2d):
+    if isinstance(layer, (QuConv2d, FreeFidelity2d)):
         return (layer.out_channels,) + layer.output_shape(h, w)
     if isinstance(layer, nn.Conv2d):
         spec = ConvSpec.make(layer.kernel_size, layer.stride, layer.padding, layer.dilation)
@@ -255,16 +257,37 @@ class HybridNet(nn.Module):
         return self.head(self.first(x))
 
 
+def matched_filters(kind: str, filters: int, kernel: int, layers: int, channels: int = 1) -> int:
+    """Output channels of the ``"classical-matched"`` twin: bias-free ``kernel x kernel`` filters, as many as
+    make its weights equal the quantum layer's ``filters * layers * 2 n`` angles (rounded down; exact for the
+    default, ``8 * 3 * 8 = 192 = 12 * 16``). For other kinds, ``filters``.
+
+    Example:
+        >>> matched_filters("classical-matched", 8, 4, 3)
+        12
+    """
+    if kind != "classical-matched":
+        return filters
+    n_qubits = ConvSpec.make(kernel).n_qubits(channels)
+    return max(1, filters * layers * 2 * n_qubits // (channels * kernel * kernel))
+
+
 def build_model(kind: str = "quantum", *, filters: int = 8, kernel: int = 4, stride: int = 1, layers: int = 3,
                 shots: int | None = None, gradient: str = "autograd", gradient_shots: int | None = None,
                 gradient_budget: int | None = None, seed: int = 0, head: str = DEFAULT_HEAD,
                 input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10,
                 backend: str = "torch") -> HybridNet:
-    """A :class:`HybridNet` of one of three kinds, all with the same head and head weights for a seed:
+    """A :class:`HybridNet` of one of five kinds, all with the same head spec (and, for the same number of
+    maps, the same head weights for a seed):
 
     - ``"quantum"``: :class:`QuConv2d` with ``filters`` filters of ``kernel x kernel``, trained;
     - ``"frozen"``: the same layer with the same initial angles, ``theta.requires_grad_(False)``;
-    - ``"classical"``: ``nn.Conv2d(C, filters, kernel, stride)``.
+    - ``"classical"``: ``nn.Conv2d(C, filters, kernel, stride)`` (with bias);
+    - ``"fidelity-classical"``: :class:`~qucnn.nn.free_filters.FreeFidelity2d`, the same fidelity map with a
+      free unit-norm complex filter vector (no ansatz), trained;
+    - ``"classical-matched"``: ``nn.Conv2d(C, k, kernel, stride, bias=False)`` with ``k`` filters chosen so its
+      weights equal the quantum layer's angles (:func:`matched_filters`: 12 filters = 192 weights for the
+      default 8 filters x 3 layers x 8 angles); its head sees ``k`` maps.
 
     The quantum layer's generator (initial angles, then every shot draw) is seeded from ``seed``; its circuits
     run on ``backend``.
@@ -272,14 +295,20 @@ def build_model(kind: str = "quantum", *, filters: int = 8, kernel: int = 4, str
     Example:
         >>> build_model("frozen", filters=2, seed=1).first.theta.requires_grad
         False
+        >>> sum(p.numel() for p in build_model("classical-matched").first.parameters())
+        192
     """
     if kind not in MODEL_KINDS:
         raise UsageError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
     c = input_shape[0]
-    if kind == "classical":
+    if kind in ("classical", "classical-matched"):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "conv"))
-            first: nn.Module = nn.Conv2d(c, filters, kernel, stride)
+            first: nn.Module = nn.Conv2d(c, matched_filters(kind, filters, kernel, layers, c), kernel, stride,
+                                         bias=kind == "classical")
+    elif kind == "fidelity-classical":
+        first = FreeFidelity2d(c, filters, kernel, stride,
+                               generator=torch.Generator().manual_seed(derive_seed(seed, "free filters")))
     else:
         first = QuConv2d(c, filters, kernel, stride=stride, layers=layers, shots=shots, gradient=gradient,
                          gradient_shots=gradient_shots, gradient_budget=gradient_budget, backend=backend,
@@ -295,4 +324,4 @@ def dropout_generators(model: nn.Module) -> list[torch.Generator]:
 
 
 __all__ = ["DEFAULT_HEAD", "MODEL_KINDS", "GlobalBatchNorm", "GlobalDropout", "HybridNet", "build_head",
-           "build_model", "dropout_generators", "set_shard"]
+           "build_model", "dropout_generators", "matched_filters", "set_shard"]

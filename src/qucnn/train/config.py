@@ -1,5 +1,5 @@
-"""What a training run depends on (:class:`TrainConfig`), and the pure functions of it: the data order of
-each epoch and the one-cycle schedule. Everything random in a run is a function of ``seed``.
+"""What a training run depends on (:class:`TrainConfig`), and the pure functions of it: the data splits, the
+data order of each epoch and the one-cycle schedule. Everything random in a run is a function of ``seed``.
 
 Example:
     >>> TrainConfig(epochs=1, filters=2).model_options()["filters"]
@@ -30,11 +30,14 @@ SCHEDULES = ("onecycle", "constant")
 #: schedule is constant).
 RUN_KEYS = ("epochs", "batch_size", "lr", "schedule", "filters", "kernel", "stride", "layers", "shots", "gradient",
             "gradient_shots", "gradient_budget", "head", "dtype", "seed", "data", "limit_train", "limit_test",
-            "classes", "backend", "fake_device", "mitigate_readout")
+            "classes", "backend", "fake_device", "mitigate_readout", "validation")
+#: Training images held out for validation by default: the last 1,000 of the embedded 8,000.
+DEFAULT_VALIDATION = 1000
 #: Where the quantum layer's circuits run (``--backend``); all but ``torch`` run circuits with shots.
 TRAIN_BACKENDS = ("torch", "aer", "pennylane")
 #: Values of run keys that checkpoints written before the key existed implicitly had.
-RUN_KEY_DEFAULTS = {"classes": None, "backend": "torch", "fake_device": None, "mitigate_readout": False}
+RUN_KEY_DEFAULTS = {"classes": None, "backend": "torch", "fake_device": None, "mitigate_readout": False,
+                    "validation": 0}
 _CIRCUIT_BACKENDS: dict[tuple, Backend] = {}
 EVAL_BATCH = 500
 
@@ -43,7 +46,12 @@ EVAL_BATCH = 500
 class TrainConfig:
     """Everything a training run depends on (the CLI's options, one field each).
 
-    ``kind``: ``quantum`` | ``frozen`` | ``classical``; ``compare=True`` trains all three in turn.
+    ``kind``: one of :data:`~qucnn.nn.models.MODEL_KINDS`; ``compare=True`` trains every kind of ``kinds``
+    (default all) for every seed of ``seeds`` (default ``(seed,)``), and with ``tune=True`` first picks each
+    kind's ``lr``, ``schedule`` and ``head`` on validation accuracy (:mod:`qucnn.train.compare`), averaged over
+    ``tune_seeds`` (default: the first seed).
+    ``validation``: the last N training images are held out (never trained on); each epoch reports
+    validation loss and accuracy; the test set is evaluated once, after the last epoch. ``0``: no hold-out.
     ``schedule="onecycle"``: the one-cycle policy of ``torch.optim.lr_scheduler.OneCycleLR``
     (``pct_start=0.2``, peak ``lr``) as a pure function of the step; ``"constant"``: Adam at ``lr``.
     ``checkpoint_every``: also checkpoint every N optimizer steps (epochs always end with one).
@@ -89,6 +97,11 @@ class TrainConfig:
     backend: str = "torch"
     fake_device: str | None = None
     mitigate_readout: bool = False
+    validation: int = DEFAULT_VALIDATION
+    seeds: tuple[int, ...] | None = None
+    kinds: tuple[str, ...] | None = None
+    tune: bool = False
+    tune_seeds: tuple[int, ...] | None = None
 
     def validate(self) -> None:
         """Raise UsageError/TypeError naming the bad option (nothing is read or written)."""
@@ -98,6 +111,24 @@ class TrainConfig:
                      "checkpoint_every", "max_steps", "threads", "classes"):
             setattr(self, name, optional_positive_int(getattr(self, name), name))
         self.seed = positive_int(self.seed, "seed", 0)
+        self.validation = positive_int(self.validation, "validation", 0)
+        for name in ("seeds", "tune_seeds"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or not list(value):
+                    raise UsageError(f"{name} must be a non-empty list of ints >= 0, got {value!r}")
+                values = tuple(positive_int(v, name, 0) for v in value)
+                if len(set(values)) != len(values):
+                    raise UsageError(f"{name} must not repeat a seed, got {list(values)}")
+                setattr(self, name, values)
+        if self.kinds is not None:
+            if isinstance(self.kinds, str) or not list(self.kinds):
+                raise UsageError(f"kinds must be a non-empty list from {MODEL_KINDS}, got {self.kinds!r}")
+            self.kinds = tuple(one_of(k, MODEL_KINDS, "kinds") for k in self.kinds)
+        if (self.seeds is not None or self.kinds is not None or self.tune) and not self.compare:
+            raise UsageError("seeds, kinds and tune belong to a comparison: pass compare=True (--compare)")
+        if self.tune and self.validation == 0:
+            raise UsageError("tune picks settings on validation accuracy: it needs validation > 0")
         for name, allowed in (("kind", MODEL_KINDS), ("gradient", GRADIENT_MODES), ("schedule", SCHEDULES),
                               ("dtype", tuple(DTYPES))):
             one_of(getattr(self, name), allowed, name)
@@ -144,11 +175,56 @@ class TrainConfig:
                 "gradient_budget": self.gradient_budget, "seed": self.seed, "head": self.head,
                 "backend": self.make_backend()}
 
+    @property
+    def run_seeds(self) -> tuple[int, ...]:
+        """The seeds a comparison trains (``seeds``, or ``(seed,)``)."""
+        return self.seeds if self.seeds is not None else (self.seed,)
+
+    @property
+    def run_kinds(self) -> tuple[str, ...]:
+        """The kinds a comparison trains (``kinds``, or all of :data:`~qucnn.nn.models.MODEL_KINDS`)."""
+        return self.kinds if self.kinds is not None else MODEL_KINDS
+
     def as_dict(self) -> dict:
         """The configuration as a JSON-ready dict (``data`` as an absolute path), as checkpoints record it."""
         d = dataclasses.asdict(self)
         d["data"] = None if self.data is None else str(Path(self.data).resolve())
         return d
+
+
+@dataclass(frozen=True, eq=False)
+class Splits:
+    """Train, validation and test tensors of one run (images ``(N, C, H, W)``, labels ``(N,)``)."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    validation_images: torch.Tensor
+    validation_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    name: str
+    num_classes: int
+
+
+def make_splits(data, validation: int = DEFAULT_VALIDATION, limit_train: int | None = None,
+                limit_test: int | None = None) -> Splits:
+    """Hold out the last ``validation`` training images of ``data`` (a :class:`qucnn.datasets.Dataset`); train
+    on the first ``limit_train`` of the rest; test on the first ``limit_test`` test images. The held-out
+    images do not depend on ``limit_train``, so runs of different sizes validate on the same images.
+
+    Example:
+        >>> from qucnn.datasets import load_embedded_mnist
+        >>> s = make_splits(load_embedded_mnist(), 1000)
+        >>> len(s.train_images), len(s.validation_images), len(s.test_images)
+        (7000, 1000, 2000)
+    """
+    n = len(data.train_images)
+    if validation >= n:
+        raise UsageError(f"validation {validation} must leave training images: the data set has {n}")
+    cut = n - validation
+    return Splits(data.train_images[:cut][:limit_train], data.train_labels[:cut][:limit_train],
+                  data.train_images[cut:], data.train_labels[cut:], data.test_images[:limit_test],
+                  data.test_labels[:limit_test], data.name, data.num_classes)
 
 
 def data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -187,4 +263,5 @@ def check_resume(cfg: TrainConfig, kind: str, path: Path) -> dict:
     return ckpt
 
 
-__all__ = ["DTYPES", "EVAL_BATCH", "RUN_KEYS", "SCHEDULES", "TRAIN_BACKENDS", "TrainConfig", "check_resume", "data_order", "one_cycle"]
+__all__ = ["DEFAULT_VALIDATION", "DTYPES", "EVAL_BATCH", "RUN_KEYS", "SCHEDULES", "TRAIN_BACKENDS", "Splits", "TrainConfig",
+           "check_resume", "data_order", "make_splits", "one_cycle"]

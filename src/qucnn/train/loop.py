@@ -7,9 +7,12 @@ the end of every epoch holds the model, Adam, the position ``(epoch, batch, step
 sums, the quantum cost so far, and every generator state of every rank. A resume rebuilds the model,
 loads all of that, and skips the batches already done.
 
+Each epoch ends with an evaluation on the validation hold-out (when there is one); the test set is
+evaluated once, after the last epoch, so nothing chosen during training can have seen it.
+
 Example:
-    from qucnn.train import TrainConfig
-    fit("quantum", TrainConfig(epochs=1), data, DistContext(), None)["final"]["test_accuracy"]
+    from qucnn.train import TrainConfig, make_splits
+    fit("quantum", TrainConfig(epochs=1), make_splits(data), DistContext(), None)["final"]["test_accuracy"]
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from ..utils.provenance import versions
 from ..utils.seeds import derive_seed
 from . import report
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
-from .config import DTYPES, EVAL_BATCH, TrainConfig, check_resume, data_order, one_cycle
+from .config import DTYPES, EVAL_BATCH, Splits, TrainConfig, check_resume, data_order, one_cycle
 from .distributed import DistContext, all_sum, gather_objects, shard_of, wrap_ddp
 
 
@@ -146,7 +149,8 @@ def _write_outputs(run_dir: Path, metrics: dict, model: HybridNet, cfg: TrainCon
         report.plot_curves({metrics["kind"]: metrics["epochs"]}, run_dir / "learning_curve.png", title)
 
 
-def _metrics(kind: str, cfg: TrainConfig, ctx: DistContext, data, model: HybridNet, history: list) -> dict:
+def _metrics(kind: str, cfg: TrainConfig, ctx: DistContext, data, model: HybridNet, history: list,
+             test: tuple[float, float, dict | None] | None) -> dict:
     layer = model.quantum_layer
     last = history[-1]
     seconds = sum(e["seconds"] for e in history)
@@ -155,28 +159,36 @@ def _metrics(kind: str, cfg: TrainConfig, ctx: DistContext, data, model: HybridN
         cost, eval_cost = report.zero_cost(), report.zero_cost()
         for e in history:
             cost, eval_cost = report.add_costs(cost, e["quantum_cost"]), report.add_costs(eval_cost, e["eval_quantum_cost"])
-    final = {"test_accuracy": last["test_accuracy"], "test_loss": last["test_loss"], "train_loss": last["train_loss"],
-             "train_accuracy": last["train_accuracy"], "best_test_accuracy": max(e["test_accuracy"] for e in history),
+    final = {"test_accuracy": None if test is None else test[1], "test_loss": None if test is None else test[0],
+             "validation_accuracy": last.get("validation_accuracy"), "validation_loss": last.get("validation_loss"),
+             "train_loss": last["train_loss"], "train_accuracy": last["train_accuracy"],
              "epochs": len(history), "seconds": seconds,
              "images_per_s": sum(e["images"] for e in history) / seconds if seconds > 0 else None,
              "quantum_cost": cost, "eval_quantum_cost": eval_cost,
+             "test_quantum_cost": None if test is None else test[2],
              "total_circuits": None if cost is None else sum(c["circuits"] for c in cost.values()),
              "total_shots": report.total_shots(cost)}
     params = list(model.parameters())
+    first = list(model.first.parameters())
     model_info = {"kind": kind, "parameters": sum(p.numel() for p in params),
                   "trainable": sum(p.numel() for p in params if p.requires_grad),
+                  "first_layer_parameters": sum(p.numel() for p in first),
+                  "first_layer_trainable": sum(p.numel() for p in first if p.requires_grad),
                   "quantum_parameters": 0 if layer is None else layer.theta.numel(),
                   "n_qubits": None if layer is None else layer.n_qubits,
                   "swap_test_qubits": None if layer is None else 2 * layer.n_qubits + 1, "repr": repr(model)}
     return {"kind": kind, "config": cfg.as_dict(), "versions": versions(), "device": str(ctx.device),
             "world_size": ctx.world, "threads": torch.get_num_threads(),
-            "data": {"name": data.name, "train": len(data.train_images), "test": len(data.test_images),
-                     "classes": data.num_classes},
+            "data": {"name": data.name, "train": len(data.train_images), "validation": len(data.validation_images),
+                     "test": None if test is None else len(data.test_images), "classes": data.num_classes},
             "model": model_info, "epochs": history, "final": final}
 
 
-def fit(kind: str, cfg: TrainConfig, data, ctx: DistContext, run_dir: Path | None) -> dict:
-    """Train one model of ``kind``; write ``run_dir``/{checkpoint.pt, model.pt, metrics.json, PNG} on rank 0.
+def fit(kind: str, cfg: TrainConfig, data: Splits, ctx: DistContext, run_dir: Path | None,
+        evaluate_test: bool = True) -> dict:
+    """Train one model of ``kind`` on ``data`` (:func:`~qucnn.train.config.make_splits`); write
+    ``run_dir``/{checkpoint.pt, model.pt, metrics.json, PNG} on rank 0. The test set is evaluated once, at the
+    end, unless ``evaluate_test`` is false (tuning runs): then ``final["test_accuracy"]`` is ``None``.
 
     Returns its metrics, or ``{"stopped_at_step": N, ...}`` when ``cfg.max_steps`` cut it short.
     """
@@ -193,14 +205,15 @@ def fit(kind: str, cfg: TrainConfig, data, ctx: DistContext, run_dir: Path | Non
         ckpt_path = None if run_dir is None else run_dir / "checkpoint.pt"
         if cfg.resume and ckpt_path is not None and ckpt_path.exists():
             _restore(ckpt_path, kind, cfg, model, opt, st, ctx)
-        return _loop(kind, cfg, data, ctx, run_dir, model, opt, st)
+        return _loop(kind, cfg, data, ctx, run_dir, model, opt, st, evaluate_test)
 
 
-def _loop(kind, cfg: TrainConfig, data, ctx: DistContext, run_dir, model: HybridNet, opt, st: _State) -> dict:
+def _loop(kind, cfg: TrainConfig, data: Splits, ctx: DistContext, run_dir, model: HybridNet, opt, st: _State,
+          evaluate_test: bool) -> dict:
     dtype, dev = DTYPES[cfg.dtype], ctx.device
     layer = model.quantum_layer
     x_tr, y_tr = data.train_images.to(dev, dtype), data.train_labels.to(dev)
-    x_te, y_te = data.test_images.to(dev, dtype), data.test_labels.to(dev)
+    x_va, y_va = data.validation_images.to(dev, dtype), data.validation_labels.to(dev)
     n, bs = len(x_tr), cfg.batch_size
     per_epoch = math.ceil(n / bs)
     total = cfg.epochs * per_epoch
@@ -261,22 +274,28 @@ def _loop(kind, cfg: TrainConfig, data, ctx: DistContext, run_dir, model: Hybrid
         if layer is not None:
             layer.reset_cost()
         tic = time.perf_counter()
-        test_loss, test_acc = evaluate(model, x_te, y_te, ctx)
+        val_loss, val_acc = evaluate(model, x_va, y_va, ctx) if len(x_va) else (None, None)
         eval_seconds = time.perf_counter() - tic
         entry = {"epoch": st.epoch + 1, "train_loss": partial["loss_sum"] / partial["seen"],
-                 "train_accuracy": partial["correct"] / partial["seen"], "test_loss": test_loss,
-                 "test_accuracy": test_acc, "seconds": st.seconds, "eval_seconds": eval_seconds,
+                 "train_accuracy": partial["correct"] / partial["seen"], "validation_loss": val_loss,
+                 "validation_accuracy": val_acc, "seconds": st.seconds, "eval_seconds": eval_seconds,
                  "images": partial["seen"], "images_per_s": partial["seen"] / st.seconds if st.seconds > 0 else None,
                  "steps": st.step, "lr": opt.param_groups[0]["lr"], "quantum_cost": partial["cost"],
                  "eval_quantum_cost": _global_cost(layer, report.zero_cost(), ctx)}
         st.history.append(entry)
         if show:
-            tqdm.write(f"{kind} epoch {entry['epoch']}/{cfg.epochs}: train loss {entry['train_loss']:.4f}, "
-                       f"test loss {test_loss:.4f}, test acc {100 * test_acc:.2f}%, {st.seconds:.1f} s "
-                       f"({entry['images_per_s']:.0f} img/s)", file=sys.stderr)
+            val = "" if val_acc is None else f"validation loss {val_loss:.4f}, validation acc {100 * val_acc:.2f}%, "
+            tqdm.write(f"{kind} epoch {entry['epoch']}/{cfg.epochs}: train loss {entry['train_loss']:.4f}, {val}"
+                       f"{st.seconds:.1f} s ({entry['images_per_s']:.0f} img/s)", file=sys.stderr)
         st.new_epoch()
         _save_checkpoint(ckpt_path, kind, cfg, model, opt, st, ctx)
-    metrics = _metrics(kind, cfg, ctx, data, model, st.history)
+    test = None
+    if evaluate_test:  # once, after training: nothing above could look at it
+        if layer is not None:
+            layer.reset_cost()
+        test = (*evaluate(model, data.test_images.to(dev, dtype), data.test_labels.to(dev), ctx),
+                _global_cost(layer, report.zero_cost(), ctx))
+    metrics = _metrics(kind, cfg, ctx, data, model, st.history, test)
     if ctx.is_main and run_dir is not None:
         _write_outputs(run_dir, metrics, model, cfg, f"{data.name}: {kind}, {cfg.filters} filters "
                        f"{cfg.kernel}x{cfg.kernel}, head {cfg.head!r}, gradient {cfg.gradient}")

@@ -61,35 +61,56 @@ def total_shots(cost: dict | None) -> int | None:
 
 
 def plot_curves(runs: dict[str, list[dict]], path: str | Path, title: str = "") -> Path:
-    """Loss (train solid, test dashed) and test accuracy against epoch for each named run.
+    """Loss (train solid, validation dashed) and validation accuracy against epoch for each named run.
 
-    ``runs`` maps a label to its list of epoch entries (``epoch``, ``train_loss``, ``test_loss``,
-    ``test_accuracy``). Written atomically (PNG, Agg backend).
+    ``runs`` maps a label to its list of epoch entries (``epoch``, ``train_loss``, ``train_accuracy`` and,
+    with a validation hold-out, ``validation_loss``, ``validation_accuracy``; without one the accuracy panel
+    shows training accuracy). Epoch ticks are integers, also for a single epoch; the loss axis is
+    logarithmic only when it spans more than a decade. Written atomically (PNG, Agg backend).
     """
     plt = pyplot()
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for i, (label, epochs) in enumerate(runs.items()):
-        colour = f"C{i}"
-        x = [e["epoch"] for e in epochs]
-        ax_loss.plot(x, [e["train_loss"] for e in epochs], "-o", color=colour, label=f"{label} train")
-        ax_loss.plot(x, [e["test_loss"] for e in epochs], "--s", color=colour, label=f"{label} test")
-        ax_acc.plot(x, [100 * e["test_accuracy"] for e in epochs], "-o", color=colour, label=label)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_loss.set_yscale("log")
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in (ax_loss, ax_acc):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig = curves_figure(runs, title)
     path = atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
     plt.close(fig)
     return path
+
+
+def curves_figure(runs: dict[str, list[dict]], title: str = ""):
+    """The figure of :func:`plot_curves` (a matplotlib ``Figure``, not saved)."""
+    plt = pyplot()
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    losses, last = [], 1
+    validated = all(e.get("validation_accuracy") is not None for epochs in runs.values() for e in epochs)
+    split = "validation" if validated else "train"
+    for i, (label, epochs) in enumerate(runs.items()):
+        colour = f"C{i}"
+        x = [e["epoch"] for e in epochs]
+        last = max(last, max(x, default=1))
+        ax_loss.plot(x, [e["train_loss"] for e in epochs], "-o", color=colour, label=f"{label} train")
+        losses += [e["train_loss"] for e in epochs]
+        if validated:
+            ax_loss.plot(x, [e["validation_loss"] for e in epochs], "--s", color=colour, mfc="none",
+                         label=f"{label} validation")
+            losses += [e["validation_loss"] for e in epochs]
+        ax_acc.plot(x, [100 * e[f"{split}_accuracy"] for e in epochs], "-o", color=colour, label=label)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    positive = [v for v in losses if v > 0]
+    if positive and max(positive) / min(positive) > 10:
+        ax_loss.set_yscale("log")
+        ax_loss.yaxis.set_minor_locator(NullLocator())  # minor labels would read like 2.2x10^0
+    ax_loss.yaxis.set_major_formatter(ScalarFormatter())
+    ax_acc.set(xlabel="epoch", ylabel=f"{split} accuracy (%)", title=f"{split} accuracy")
+    step = max(1, -(-last // 10))  # at most about 10 integer ticks
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlim(0.5, last + 0.5)
+        ax.xaxis.set_major_locator(FixedLocator(list(range(1, last + 1, step))))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
 
 
 def _fmt_shots(cost: dict | None) -> str:
@@ -102,9 +123,11 @@ def _fmt_shots(cost: dict | None) -> str:
 
 def summary_table(runs: dict[str, dict]) -> str:
     """A plain-text table of final metrics, one row per run (``runs`` maps label -> ``final`` dict)."""
-    rows = [("model", "test acc", "test loss", "train loss", "train s", "img/s", "quantum cost (train)")]
+    rows = [("model", "val acc", "test acc", "test loss", "train loss", "train s", "img/s", "quantum cost (train)")]
     for label, f in runs.items():
-        rows.append((label, f"{100 * f['test_accuracy']:.2f}%", f"{f['test_loss']:.4f}", f"{f['train_loss']:.4f}",
+        val = f.get("validation_accuracy")
+        rows.append((label, "-" if val is None else f"{100 * val:.2f}%", _pct(f["test_accuracy"]),
+                     "-" if f["test_loss"] is None else f"{f['test_loss']:.4f}", f"{f['train_loss']:.4f}",
                      f"{f['seconds']:.1f}", f"{f['images_per_s']:.0f}", _fmt_shots(f.get("quantum_cost"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -112,5 +135,9 @@ def summary_table(runs: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["add_costs", "cost_from_vector", "cost_to_vector", "plot_curves", "summary_table", "total_shots",
-           "zero_cost"]
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+__all__ = ["add_costs", "cost_from_vector", "cost_to_vector", "curves_figure", "plot_curves", "summary_table",
+           "total_shots", "zero_cost"]

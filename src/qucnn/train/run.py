@@ -1,5 +1,6 @@
-"""Train hybrid QuCNN networks end to end: :func:`train` runs one model kind, or several to compare, on one
-or several processes, and writes metrics, checkpoints and learning curves.
+"""Train hybrid QuCNN networks end to end: :func:`train` runs one model kind, or several kinds over several
+seeds to compare (optionally tuned on validation accuracy first: :mod:`qucnn.train.compare`), on one or
+several processes, and writes metrics, checkpoints and learning curves.
 
 :func:`train` takes a :class:`~qucnn.train.config.TrainConfig` and returns the metrics dict it also writes to
 ``OUT/metrics.json``. Everything random is a pure function of ``seed``: the initial weights, the data order
@@ -11,10 +12,13 @@ Example:
     metrics = train(TrainConfig(epochs=1, filters=2, limit_train=512, limit_test=256, progress=False))
     metrics["final"]["test_accuracy"] > 0.5
     # -> True
+    metrics = train(TrainConfig(compare=True, seeds=(0, 1, 2), tune=True, out="results/compare"))
+    metrics["compare"]["quantum"]["summary"]["mean"]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -22,26 +26,28 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..datasets import load_dataset, subset
-from ..nn.models import MODEL_KINDS, build_model
+from ..datasets import load_dataset
+from ..nn.models import build_model
 from ..utils.checks import MissingExtraError, MissingFileError, UsageError
 from ..utils.devices import resolve_device
-from ..utils.files import atomic_write, atomic_write_text, check_writable_dir
+from ..utils.files import atomic_write_text, check_writable_dir
 from ..utils.provenance import versions
-from . import report
-from .config import TrainConfig, check_resume
+from . import compare, report
+from .config import Splits, TrainConfig, check_resume, make_splits
 from .distributed import DistContext, context_from_env, init_spawned, launched_by_torchrun, shutdown, spawn
 from .loop import fit
 
 
-def _load_data(cfg: TrainConfig):
-    return subset(load_dataset(cfg.data, cfg.classes), cfg.limit_train, cfg.limit_test)
+def _load_data(cfg: TrainConfig) -> Splits:
+    return make_splits(load_dataset(cfg.data, cfg.classes), cfg.validation, cfg.limit_train, cfg.limit_test)
 
 
-def _run_dirs(cfg: TrainConfig) -> dict[str, Path | None]:
+def _run_dirs(cfg: TrainConfig) -> dict[tuple[str, int], Path | None]:
+    """Where each run of ``(kind, seed)`` writes: ``OUT`` for one run, ``OUT/<kind>/seed<seed>`` in a comparison."""
     out = Path(cfg.out) if cfg.out else None
-    kinds = MODEL_KINDS if cfg.compare else (cfg.kind,)
-    return {k: (out / k if cfg.compare else out) if out else None for k in kinds}
+    if not cfg.compare:
+        return {(cfg.kind, cfg.seed): out}
+    return {(k, s): out / k / f"seed{s}" if out else None for k in cfg.run_kinds for s in cfg.run_seeds}
 
 
 def _check_outputs(cfg: TrainConfig) -> None:
@@ -49,10 +55,14 @@ def _check_outputs(cfg: TrainConfig) -> None:
     paths = {k: d / "checkpoint.pt" for k, d in _run_dirs(cfg).items() if d is not None}
     existing = {k: p for k, p in paths.items() if p.exists()}
     if cfg.resume:
-        if not existing:
+        tuned = cfg.tune and cfg.out and (Path(cfg.out) / compare.TUNING_FILE).exists()
+        if not existing and not tuned:
             raise MissingFileError(f"--resume: no checkpoint found ({', '.join(str(p) for p in paths.values())})")
-        for kind, path in existing.items():
-            check_resume(cfg, kind, path)
+        # a tuned comparison resumes with the settings tuning chose, which only tuning.json knows: its
+        # checkpoints are checked when each run starts
+        for (kind, seed), path in existing.items():
+            if not cfg.tune:
+                check_resume(dataclasses.replace(cfg, seed=seed), kind, path)
     elif existing and not cfg.overwrite:
         raise UsageError(f"{', '.join(map(str, existing.values()))} already exists: pass --resume to continue "
                          "that run, --overwrite to start afresh, or choose another --out")
@@ -82,7 +92,7 @@ def train(config: TrainConfig) -> dict:
     if device.type == "cuda" and cfg.nproc > torch.cuda.device_count():
         raise UsageError(f"nproc {cfg.nproc} on CUDA needs one GPU per process; {torch.cuda.device_count()} found")
     data = _load_data(cfg)
-    build_model("quantum" if cfg.compare else cfg.kind, **cfg.model_options(),
+    build_model(cfg.run_kinds[0] if cfg.compare else cfg.kind, **cfg.model_options(),
                 input_shape=tuple(data.train_images.shape[1:]), num_classes=data.num_classes)  # bad geometry: fail now
     _check_outputs(cfg)
     if cfg.nproc > 1:
@@ -118,36 +128,44 @@ def _spawn_worker(rank: int, world: int, port: int, cfg: TrainConfig, result: st
         shutdown(ctx, barrier=finished)
 
 
-def _run(cfg: TrainConfig, ctx: DistContext, data) -> dict:
-    results = {}
-    for kind, run_dir in _run_dirs(cfg).items():
-        results[kind] = fit(kind, cfg, data, ctx, run_dir)
-        if "stopped_at_step" in results[kind]:
-            return results[kind]
+def _run(cfg: TrainConfig, ctx: DistContext, data: Splits) -> dict:
     if not cfg.compare:
-        return results[cfg.kind]
-    combined = _combine(cfg, ctx, results)
+        return fit(cfg.kind, cfg, data, ctx, _run_dirs(cfg)[(cfg.kind, cfg.seed)])
+    tuning = compare.tune(cfg, ctx, data) if cfg.tune else None
+    results = {}
+    for (kind, seed), run_dir in _run_dirs(cfg).items():
+        run = dataclasses.replace(compare.settings_for(cfg, kind, tuning), seed=seed)
+        results[(kind, seed)] = fit(kind, run, data, ctx, run_dir)
+        if "stopped_at_step" in results[(kind, seed)]:
+            return results[(kind, seed)]
+    combined = _combine(cfg, ctx, data, results, tuning)
     if ctx.is_main and cfg.out:
         out = Path(cfg.out)
         atomic_write_text(out / "metrics.json", json.dumps(combined, indent=2))
-        raw = (out / "quantum" / "model.pt").read_bytes()
-        atomic_write(out / "model.pt", lambda fh: fh.write(raw))
         if cfg.plot:
-            report.plot_curves({k: r["epochs"] for k, r in results.items()}, out / "learning_curve.png",
-                               _title(cfg, data))
+            first = cfg.run_seeds[0]
+            report.plot_curves({k: results[(k, first)]["epochs"] for k in cfg.run_kinds}, out / "learning_curve.png",
+                               _title(cfg, data) + f" (seed {first})")
+            compare.plot_compare(combined, out / "compare.png", _title(cfg, data) + _seeds_note(cfg, tuning))
     return combined
 
 
+def _seeds_note(cfg: TrainConfig, tuning: dict | None) -> str:
+    seeds = ", ".join(map(str, cfg.run_seeds))
+    return f"\nseeds {seeds}; " + ("settings tuned per kind on validation accuracy" if tuning else "settings as given")
+
+
 def _title(cfg: TrainConfig, data) -> str:
-    return (f"{data.name}: {cfg.filters} filters {cfg.kernel}x{cfg.kernel}/{cfg.stride}, {cfg.layers} ansatz layers, "
-            f"head {cfg.head!r}, gradient {cfg.gradient}" + (f", {cfg.shots} shots" if cfg.shots else ""))
+    head = "" if cfg.tune else f", head {cfg.head!r}"
+    return (f"{data.name}: {cfg.filters} filters {cfg.kernel}x{cfg.kernel}/{cfg.stride}, {cfg.layers} ansatz layers"
+            f"{head}, gradient {cfg.gradient}" + (f", {cfg.shots} shots" if cfg.shots else ""))
 
 
-def _combine(cfg: TrainConfig, ctx: DistContext, results: dict[str, dict]) -> dict:
-    compare = {k: {**r["final"], "epochs": r["epochs"], "model": r["model"]} for k, r in results.items()}
-    quantum = results["quantum"]
+def _combine(cfg: TrainConfig, ctx: DistContext, data: Splits, results: dict, tuning: dict | None) -> dict:
+    first = results[(cfg.run_kinds[0], cfg.run_seeds[0])]
     return {"config": cfg.as_dict(), "versions": versions(), "device": str(ctx.device), "world_size": ctx.world,
-            "data": quantum["data"], "compare": compare, "epochs": quantum["epochs"], "final": quantum["final"]}
+            "data": first["data"], "seeds": list(cfg.run_seeds), "kinds": list(cfg.run_kinds),
+            **compare.combine(cfg, results, tuning), "tuning": tuning}
 
 
 __all__ = ["train"]
