@@ -49,7 +49,7 @@ def intercept(arch: int, log=print) -> dict[str, dict]:
     from triton.compiler import ASTSource
     from triton.runtime.jit import JITFunction
 
-    from qucnn.backends.triton import ops
+    from qucnn.backends.triton import ansatz_ops, ops
 
     ptxas = get_ptxas(arch).path  # the assembler Triton itself uses for this architecture
     seen: dict[str, dict] = {}
@@ -92,7 +92,7 @@ def intercept(arch: int, log=print) -> dict[str, dict]:
         return None
 
     JITFunction.run = compile_instead
-    ops.check_device = lambda t: None
+    ops.check_device = ansatz_ops.check_device = lambda t: None
     return seen
 
 

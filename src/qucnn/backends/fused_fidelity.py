@@ -62,6 +62,10 @@ class RoutePolicy:
             ``kh + kw`` shifted adds.
         triton: CUDA tensors go to the fused Triton kernels of backend ``"triton"`` when Triton is installed
             (and not in its interpreter); ``False`` keeps them on the routes above. The CPU never uses them.
+        triton_max_filters: exact maps of more filters than this stay on the routes above even on CUDA
+            (expectations with shots, every gradient estimator and the filter states still use the kernels).
+            Measured on an H200 (W4, 60,000 images; ``benchmarks/RESULTS.md``): the kernels win at 8 filters
+            (forward 3.0 vs 8.1 ms) and lose at 32 (forward 21 vs 17 ms, forward + backward about 50 vs 29 ms).
 
     Example:
         >>> RoutePolicy(route="conv").resolved(torch.device("cpu")).chunk_elements
@@ -73,6 +77,7 @@ class RoutePolicy:
     save_elements: int | None = None
     band_max_size: int = 64
     triton: bool = True
+    triton_max_filters: int = 8
 
     def __post_init__(self) -> None:
         one_of(self.route, ROUTES, "route")
@@ -81,6 +86,7 @@ class RoutePolicy:
         optional_positive_int(self.chunk_elements, "chunk_elements")
         optional_positive_int(self.save_elements, "save_elements")
         positive_int(self.band_max_size, "band_max_size", 0)
+        positive_int(self.triton_max_filters, "triton_max_filters", 0)
 
     def resolved(self, device: torch.device) -> "RoutePolicy":
         """This policy with every ``None`` replaced by ``device``'s default."""

@@ -8,9 +8,9 @@ tensor are remembered and reused while it holds the same values (compared exactl
 so repeated inference prepares the filters once; a GPU would have to synchronise to compare, so there the
 states are always recomputed.
 
-On CUDA tensors, when Triton is installed, every step (filter states, maps and their gradients, expectations,
-shots) runs on the fused kernels of backend ``"triton"`` (:mod:`qucnn.backends.triton`) instead;
-``RoutePolicy(triton=False)`` keeps the routes above. Without Triton, CUDA work is sized by the free device
+On CUDA tensors, when Triton is installed, every step (filter states, maps of up to
+``RoutePolicy.triton_max_filters`` filters and their gradients, expectations, shots) runs on the fused kernels of
+backend ``"triton"`` (:mod:`qucnn.backends.triton`) instead; ``RoutePolicy(triton=False)`` keeps the routes above. Without Triton, CUDA work is sized by the free device
 memory (one pass, or a few chunks), not by the CPU's cache.
 
 Example:
@@ -79,15 +79,19 @@ class TorchBackend(SimulatorBackend):
         self._cache[id(theta)] = (weakref.ref(theta), theta.detach().clone(), states.clone())
         return states
 
+    def _map_kernels(self, x: Tensor, states: Tensor) -> SimulatorBackend | None:
+        """The Triton backend for exact maps: :meth:`_kernels`, for at most ``triton_max_filters`` filters."""
+        return self._kernels(x) if states.shape[0] <= self.policy.triton_max_filters else None
+
     def maps(self, x: Tensor, states: Tensor, spec: ConvSpec,
              want_mask: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-        if (gpu := self._kernels(x)) is not None:
+        if (gpu := self._map_kernels(x, states)) is not None:
             return gpu.maps(x, states, spec, want_mask)
         return fused_fidelity(x, states, spec, self.policy.resolved(x.device), want_mask)
 
     def state_maps(self, x: Tensor, states: Tensor, spec: ConvSpec,
                    want_mask: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
-        if (gpu := self._kernels(x)) is not None:
+        if (gpu := self._map_kernels(x, states)) is not None:
             return gpu.state_maps(x, states, spec, want_mask)
         return super().state_maps(x, states, spec, want_mask)
 

@@ -23,19 +23,27 @@ from .binomial import shot_estimates
 @triton.jit
 def _patches(x_ptr, scale_ptr, b, pos, live, H, W, WO, sxb, sxc, sxh, sxw, SH, SW, PH, PW, DH, DW,
              KH: tl.constexpr, KW: tl.constexpr, M: tl.constexpr, M_PAD: tl.constexpr, HAS_SCALE: tl.constexpr,
-             ACC: tl.constexpr):
+             ACC: tl.constexpr, PADDED: tl.constexpr):
     """The scaled patch matrix ``(M_PAD, BLOCK)`` at images ``b`` and output positions ``pos`` (``live`` lanes):
     tap ``t = (c, i, j)`` (channel, then kernel row, then column, as a state's amplitudes), zeros for padding,
-    ``t >= M`` and dead lanes."""
+    ``t >= M`` and dead lanes. The address is one offset per lane (the window's corner) plus one per tap, so a
+    value costs one add; ``PADDED=False`` (no padding: every window lies inside the image) drops the bounds
+    checks."""
     taps = tl.arange(0, M_PAD)
     ci = taps // (KH * KW)
     ki = (taps // KW) % KH
     kj = taps % KW
-    yy = (pos // WO)[None, :] * SH - PH + ki[:, None] * DH
-    xx = (pos % WO)[None, :] * SW - PW + kj[:, None] * DW
-    inside = (taps < M)[:, None] & live[None, :] & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-    offs = b.to(tl.int64)[None, :] * sxb + ci[:, None] * sxc + yy * sxh + xx * sxw
-    xs = tl.load(x_ptr + offs, mask=inside, other=0.0).to(ACC)
+    oy = pos // WO
+    y0 = oy * SH - PH
+    x0 = (pos - oy * WO) * SW - PW
+    lane = b.to(tl.int64) * sxb + y0 * sxh + x0 * sxw
+    tap = ci * sxc + ki * (DH * sxh) + kj * (DW * sxw)
+    inside = (taps < M)[:, None] & live[None, :]
+    if PADDED:
+        yy = y0[None, :] + (ki * DH)[:, None]
+        xx = x0[None, :] + (kj * DW)[:, None]
+        inside = inside & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+    xs = tl.load(x_ptr + (lane[None, :] + tap[:, None]), mask=inside, other=0.0).to(ACC)
     if HAS_SCALE:
         xs = xs * tl.load(scale_ptr + b, mask=live, other=1.0).to(ACC)[None, :]
     return xs
@@ -58,34 +66,83 @@ def _filter_rows(s_ptr, kc, K, ssk, sst, KC: tl.constexpr, M: tl.constexpr, M_PA
 
 
 @triton.jit
+def _tap(z, n, t, x_ptr, lane, y0, x0, live, sc, s_ptr, k, part, kmask, H, W, sxc, sxh, sxw, ssk, sst, DH, DW,
+         KH: tl.constexpr, KW: tl.constexpr, COMPLEX: tl.constexpr, HAS_SCALE: tl.constexpr, ACC: tl.constexpr,
+         PADDED: tl.constexpr):
+    """Add tap ``t`` (channel, kernel row, kernel column) of every window: ``z += w[:, t] x_t`` (an outer product of
+    the filter column and the lanes' values, in registers: no layout change, no shared memory) and
+    ``n += x_t^2``."""
+    ci = t // (KH * KW)
+    ki = (t // KW) % KH
+    kj = t % KW
+    m = live
+    if PADDED:
+        yy = y0 + ki * DH
+        xx = x0 + kj * DW
+        m = m & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+    xt = tl.load(x_ptr + (lane + (ci * sxc + ki * (DH * sxh) + kj * (DW * sxw))), mask=m, other=0.0).to(ACC)
+    if HAS_SCALE:
+        xt = xt * sc
+    if COMPLEX:
+        wt = tl.load(s_ptr + k * ssk + t * sst + part, mask=kmask, other=0.0).to(ACC)
+        wt = tl.where(part == 1, -wt, wt)
+    else:
+        wt = tl.load(s_ptr + k * ssk + t * sst, mask=kmask & (part == 0), other=0.0).to(ACC)
+    return z + wt[:, None] * xt[None, :], n + xt * xt
+
+
+@triton.jit
 def forward_kernel(x_ptr, scale_ptr, s_ptr, out_ptr, valid_ptr, count_ptr, up_ptr, mask_ptr, key_ptr, tail_ptr,
                    B, K, O, H, W, WO, P, NKC, shots, sxb, sxc, sxh, sxw, ssk, sst, SH, SW, PH, PW, DH, DW,
                    KH: tl.constexpr, KW: tl.constexpr, M: tl.constexpr, M_PAD: tl.constexpr, KC: tl.constexpr,
                    BLOCK: tl.constexpr, COMPLEX: tl.constexpr, HAS_SCALE: tl.constexpr, WRITE_VALID: tl.constexpr,
                    HAS_UP: tl.constexpr, HAS_MASK: tl.constexpr, SHOTS: tl.constexpr, COUNT_RUNS: tl.constexpr,
-                   ACC: tl.constexpr):
+                   ACC: tl.constexpr, PADDED: tl.constexpr, IDX64: tl.constexpr, UNROLL: tl.constexpr):
     """Fidelities (or ``<Z_a>`` of the Eq. 15 circuit with upstream ``delta``, exact or from ``shots`` shots) of
     filters ``k = g O + o`` written to ``out[g, b, o, p]``; 0 where nothing runs (all-zero patch, ``delta = 0``,
-    outside ``mask``). ``count_ptr[pid]``: the patches that are not all zero (``COUNT_RUNS``: the circuits run)."""
+    outside ``mask``). ``count_ptr[pid]``: the patches that are not all zero (``COUNT_RUNS``: the circuits run).
+    ``IDX64``: the flattened positions need 64-bit integers (``B P >= 2**31``); else they are divided in 32 bits.
+    ``UNROLL``: taps per loop step, unrolled (1, or ``KW``: a kernel row), which divides ``M``."""
     pid = tl.program_id(0)
     kc = pid % NKC
-    items = (pid // NKC).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    if IDX64:
+        items = (pid // NKC).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    else:
+        items = (pid // NKC) * BLOCK + tl.arange(0, BLOCK)
     live = items < B * P
     b = items // P
-    pos = (items % P).to(tl.int32)
-    xs = _patches(x_ptr, scale_ptr, b, pos, live, H, W, WO, sxb, sxc, sxh, sxw, SH, SW, PH, PW, DH, DW, KH, KW, M,
-                  M_PAD, HAS_SCALE, ACC)
-    z = tl.dot(_filter_rows(s_ptr, kc, K, ssk, sst, KC, M, M_PAD, COMPLEX, ACC), xs, input_precision="ieee")
-    n = tl.sum(xs * xs, axis=0)
+    pos = (items - b * P).to(tl.int32)
+    # the overlaps Z = W X tap by tap (x_t of every lane from cache, neighbouring windows sharing it)
+    oy = pos // WO
+    y0 = oy * SH - PH
+    x0 = (pos - oy * WO) * SW - PW
+    lane = b.to(tl.int64) * sxb + y0 * sxh + x0 * sxw
+    rows = tl.arange(0, 2 * KC)
+    kr = kc * KC + rows // 2
+    part = rows % 2
+    kmask = kr < K
+    sc = tl.full((BLOCK,), 1.0, ACC)
+    if HAS_SCALE:
+        sc = tl.load(scale_ptr + b, mask=live, other=1.0).to(ACC)
+    z = tl.zeros((2 * KC, BLOCK), dtype=ACC)
+    n = tl.zeros((BLOCK,), dtype=ACC)
+    # a loop over the taps, UNROLL at a time: their loads issue together while only their filter columns are
+    # live (unrolling all 16 taps of a 4x4 patch spills registers)
+    for step in range(M // UNROLL):
+        for j in tl.static_range(UNROLL):
+            z, n = _tap(z, n, step * UNROLL + j, x_ptr, lane, y0, x0, live, sc, s_ptr, kr, part, kmask, H, W, sxc,
+                        sxh, sxw, ssk, sst, DH, DW, KH, KW, COMPLEX, HAS_SCALE, ACC, PADDED)
     inv = tl.where(n > 0, 1.0 / tl.where(n > 0, n, 1.0), 0.0)
     fid = tl.sum(tl.reshape(z * z, (KC, 2, BLOCK)), axis=1) * inv[None, :]
     valid = n > 0
     k = kc * KC + tl.arange(0, KC)
     g = (k // O).to(tl.int64)
-    o = k % O
+    o = (k % O).to(tl.int64)
     omask = (k < K)[:, None] & live[None, :]
-    out_offs = ((g[:, None] * B + b[None, :]) * O + o[:, None]) * P + pos[None, :]
-    in_offs = (b[None, :] * O + o[:, None]) * P + pos[None, :]
+    # ((g B + b) O + o) P + pos, as one offset per filter row plus one per lane
+    lane = b.to(tl.int64) * O * P + pos
+    out_offs = ((g * B * O + o) * P)[:, None] + lane[None, :]
+    in_offs = (o * P)[:, None] + lane[None, :]
     run = valid[None, :] & omask
     value = fid
     if HAS_UP:
@@ -112,10 +169,12 @@ def backward_kernel(x_ptr, scale_ptr, s_ptr, g_ptr, part_ptr, a_ptr, e_ptr,
                     B, K, H, W, WO, P, NKC, NPROG, sxb, sxc, sxh, sxw, ssk, sst, sgb, sgk, sgh, sgw,
                     SH, SW, PH, PW, DH, DW, KH: tl.constexpr, KW: tl.constexpr, M: tl.constexpr,
                     M_PAD: tl.constexpr, KC: tl.constexpr, BLOCK: tl.constexpr, COMPLEX: tl.constexpr,
-                    HAS_SCALE: tl.constexpr, NEED_X: tl.constexpr, ACC: tl.constexpr):
+                    HAS_SCALE: tl.constexpr, NEED_X: tl.constexpr, ACC: tl.constexpr, PADDED: tl.constexpr,
+                    IDX64: tl.constexpr):
     """One program per (slice of the blocks, filter chunk): for each block of its slice it recomputes ``Z`` and
     ``N`` and adds ``dL/dW = A X^T`` with ``A = 2 g Z / N`` to a register accumulator, written once to
-    ``part_ptr[pid]`` (summed over slices by :func:`reduce_kernel` in a fixed order: no atomics).
+    ``part_ptr[pid]`` (the slices are summed by torch's reduction, in a fixed order: no atomics, then written out
+    by :func:`reduce_kernel`).
     ``NEED_X``: also writes ``A`` ``(B, 2K, P)`` and ``e = 2 (sum_k g_k F_k) / N`` per chunk ``(NKC, B, P)`` for
     :func:`input_grad_kernel`."""
     pid = tl.program_id(0)
@@ -126,21 +185,26 @@ def backward_kernel(x_ptr, scale_ptr, s_ptr, g_ptr, part_ptr, a_ptr, e_ptr,
     w = _filter_rows(s_ptr, kc, K, ssk, sst, KC, M, M_PAD, COMPLEX, ACC)
     acc = tl.zeros((2 * KC, M_PAD), dtype=ACC)
     for blk in range(pid // NKC, tl.cdiv(B * P, BLOCK), NPROG):
-        items = (tl.zeros((BLOCK,), tl.int64) + blk) * BLOCK + tl.arange(0, BLOCK)
+        if IDX64:
+            items = (tl.zeros((BLOCK,), tl.int64) + blk) * BLOCK + tl.arange(0, BLOCK)
+        else:
+            items = blk * BLOCK + tl.arange(0, BLOCK)
         live = items < B * P
         b = items // P
-        pos = (items % P).to(tl.int32)
+        pos = (items - b * P).to(tl.int32)
         xs = _patches(x_ptr, scale_ptr, b, pos, live, H, W, WO, sxb, sxc, sxh, sxw, SH, SW, PH, PW, DH, DW, KH, KW,
-                      M, M_PAD, HAS_SCALE, ACC)
+                      M, M_PAD, HAS_SCALE, ACC, PADDED)
         z = tl.dot(w, xs, input_precision="ieee")
         n = tl.sum(xs * xs, axis=0)
         inv = tl.where(n > 0, 1.0 / tl.where(n > 0, n, 1.0), 0.0)
-        g_offs = b[None, :] * sgb + k[:, None] * sgk + (pos // WO)[None, :] * sgh + (pos % WO)[None, :] * sgw
-        g = tl.load(g_ptr + g_offs, mask=kmask[:, None] & live[None, :], other=0.0).to(ACC)
+        oy = pos // WO
+        g_lane = b.to(tl.int64) * sgb + oy * sgh + (pos - oy * WO) * sgw
+        g = tl.load(g_ptr + ((k * sgk)[:, None] + g_lane[None, :]), mask=kmask[:, None] & live[None, :],
+                    other=0.0).to(ACC)
         a = 2.0 * g * z * inv[None, :]
         acc += tl.dot(a, tl.trans(xs), input_precision="ieee")
         if NEED_X:
-            a_offs = (b[None, :] * 2 * K + (kc * 2 * KC + rows)[:, None]) * P + pos[None, :]
+            a_offs = ((kc * 2 * KC + rows) * P)[:, None] + (b.to(tl.int64) * 2 * K * P + pos)[None, :]
             tl.store(a_ptr + a_offs, a, mask=kmask[:, None] & live[None, :])
             e = 2.0 * inv * inv * tl.sum(g * z * z, axis=0)
             tl.store(e_ptr + kc.to(tl.int64) * B * P + items, e, mask=live)

@@ -19,6 +19,7 @@ Example (on a CUDA tensor, or on the CPU with ``TRITON_INTERPRET=1``)::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -50,7 +51,8 @@ BACKWARD_PER_THREAD = 16
 SHOTS_PER_THREAD = 2
 INPUT_GRAD_PER_THREAD = 16
 ANSATZ_PER_THREAD = 8
-#: Largest block of output positions per program, and warps per program.
+#: Largest block of output positions per program (of the budget rule; measured tiles may be larger), and warps
+#: per program.
 MAX_BLOCK = 256
 WARPS = (4, 8)
 #: Programs per streaming multiprocessor in the backward (each reduces a slice of the windows).
@@ -68,6 +70,12 @@ STIRLING_TAILS = tuple(math.lgamma(k + 1) - (k + 0.5) * math.log(k + 1) + (k + 1
                        for k in range(10))
 #: The kinds of fidelity launch :func:`plan` sizes: the forward, the backward, the forward with the shot sampler.
 KINDS = ("forward", "backward", "shots")
+#: ``(block, warps, unroll_rows)`` measured fastest on an H200 for float32 4x4 patches (``M_PAD = 16``), by
+#: filters per program: W4's 60,000 images, ``benchmarks/triton_tune.py`` -> ``benchmarks/triton_tune_h200.json``
+#: (the backward) and ``benchmarks/triton_tune_h200_forward.json`` (the forward and the shots, after the forward
+#: became a tap loop). Other shapes use the budget rule of :func:`plan`.
+MEASURED_TILES = {("forward", 8): (512, 4, True), ("forward", 32): (256, 4, False), ("backward", 8): (128, 4, False),
+                  ("backward", 32): (64, 4, False), ("shots", 8): (16, 4, True)}
 
 
 def interpreting() -> bool:
@@ -101,13 +109,15 @@ def _acc(dtype: torch.dtype):
 @dataclass(frozen=True)
 class Plan:
     """Tiles of one launch: ``kc`` filters per program (``nkc`` chunks), ``block`` output positions per program
-    (of the flattened ``(image, row, column)`` axis), patches padded to ``m_pad`` values, ``warps`` per program."""
+    (of the flattened ``(image, row, column)`` axis), patches padded to ``m_pad`` values, ``warps`` per program;
+    ``unroll_rows``: the forward's tap loop unrolls a kernel row at a time (else one tap)."""
 
     kc: int
     nkc: int
     block: int
     m_pad: int
     warps: int
+    unroll_rows: bool = False
 
 
 def _tile(kind: str, kc: int, m_pad: int) -> tuple[int, int]:
@@ -123,19 +133,25 @@ def _tile(kind: str, kc: int, m_pad: int) -> tuple[int, int]:
 def plan(filters: int, taps: int, double: bool, kind: str = "forward", interpreted: bool = False) -> Plan:
     """The tiles for ``filters`` filters and ``taps = C kh kw`` patch values in float64 (``double``) or float32,
     for a launch of ``kind`` (:data:`KINDS`: the forward, the backward, the forward with the shot sampler):
-    the largest block (at most :data:`MAX_BLOCK`) whose tiles fit the kind's per-thread budget with 4 warps,
-    else with 8. ``interpreted``: for Triton's interpreter, whose cost is per operation: large blocks.
+    the tiles measured fastest (:data:`MEASURED_TILES`) where there is a measurement, else the largest block (at
+    most :data:`MAX_BLOCK`) whose tiles fit the kind's per-thread budget with 4 warps, else with 8.
+    ``interpreted``: for Triton's interpreter, whose cost is per operation: large blocks.
 
     Example:
         >>> plan(8, 16, False)
-        Plan(kc=8, nkc=1, block=256, m_pad=16, warps=4)
+        Plan(kc=8, nkc=1, block=512, m_pad=16, warps=4, unroll_rows=True)
         >>> plan(32, 16, False, "backward")
-        Plan(kc=32, nkc=1, block=64, m_pad=16, warps=8)
+        Plan(kc=32, nkc=1, block=64, m_pad=16, warps=4, unroll_rows=False)
+        >>> plan(8, 16, True)
+        Plan(kc=8, nkc=1, block=256, m_pad=16, warps=8, unroll_rows=False)
     """
     m_pad = max(16, _pow2(taps))
     kc = min(MAX_CHUNK, max(8, _pow2(filters)))
     if interpreted:
-        return Plan(kc, -(-filters // kc), INTERPRETER_BLOCK, m_pad, WARPS[0])
+        return Plan(kc, -(-filters // kc), INTERPRETER_BLOCK, m_pad, WARPS[0], unroll_rows=True)
+    if not double and m_pad == 16 and (kind, kc) in MEASURED_TILES:
+        block, warps, unroll_rows = MEASURED_TILES[kind, kc]
+        return Plan(kc, -(-filters // kc), block, m_pad, warps, unroll_rows)
     per_position, per_thread = _tile(kind, kc, m_pad)
     # elements one program may hold; float64 counts twice, and four times in the backward's products
     most = per_thread * 32 * WARPS[-1] // ((4 if kind == "backward" else 2) if double else 1)
@@ -152,7 +168,17 @@ def plan(filters: int, taps: int, double: bool, kind: str = "forward", interpret
 def _fit(p: Plan, items: int) -> Plan:
     """``p`` with its block no larger than the work (at least 16, the smallest product tile)."""
     block = min(p.block, max(16, _pow2(items)))
-    return p if block == p.block else Plan(p.kc, p.nkc, block, p.m_pad, p.warps)
+    return p if block == p.block else dataclasses.replace(p, block=block)
+
+
+def _padded(spec: ConvSpec) -> bool:
+    """Whether windows can reach outside the image (padding), so that the kernels must check bounds."""
+    return any(spec.padding)
+
+
+def _idx64(items: int, block: int) -> bool:
+    """Whether the flattened output positions (rounded up to a block) need 64-bit integers."""
+    return items + block >= 2**31
 
 
 def _slots(items: int, device: torch.device) -> int:
@@ -223,7 +249,8 @@ def _forward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, ou
         *_geometry(spec), KH=spec.kernel[0], KW=spec.kernel[1], M=spec.patch_size(c), M_PAD=p.m_pad, KC=p.kc,
         BLOCK=p.block, COMPLEX=is_complex, HAS_SCALE=scale is not None, WRITE_VALID=valid is not None,
         HAS_UP=upstream is not None, HAS_MASK=mask is not None, SHOTS=shots is not None, COUNT_RUNS=count_runs,
-        ACC=_acc(x.dtype), num_warps=p.warps)
+        ACC=_acc(x.dtype), PADDED=_padded(spec), IDX64=_idx64(b * ho * wo, p.block),
+        UNROLL=spec.kernel[1] if p.unroll_rows else 1, num_warps=p.warps)
     return counts.sum(dtype=torch.int64)
 
 
@@ -251,7 +278,7 @@ def _backward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, g
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     p = plan(k, spec.patch_size(c), acc == torch.float64, "backward", interpreting())
     if need_x and not interpreting():  # it also stores A and e: half the block keeps it free of spills
-        p = Plan(p.kc, p.nkc, max(16, p.block // 2), p.m_pad, p.warps)
+        p = dataclasses.replace(p, block=max(16, p.block // 2))
     p = _fit(p, b * ho * wo)
     sview, is_complex = _state_view(states)
     slots = _slots(-(-(b * ho * wo) // p.block), x.device)
@@ -264,12 +291,15 @@ def _backward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, g
         x, dummy if scale is None else scale, sview, g, part, a, e, b, k, h, w, wo, ho * wo, p.nkc, slots,
         *x.stride(), sview.stride(0), sview.stride(1), *g.stride(), *geometry, KH=spec.kernel[0], KW=spec.kernel[1],
         M=spec.patch_size(c), M_PAD=p.m_pad, KC=p.kc, BLOCK=p.block, COMPLEX=is_complex,
-        HAS_SCALE=scale is not None, NEED_X=need_x, ACC=_acc(x.dtype), num_warps=p.warps)
+        HAS_SCALE=scale is not None, NEED_X=need_x, ACC=_acc(x.dtype), PADDED=_padded(spec),
+        IDX64=_idx64(b * ho * wo, p.block), num_warps=p.warps)
     grad_states = None
     if need_states:
         grad_states = torch.zeros_like(states)
         gview = torch.view_as_real(grad_states) if is_complex else grad_states
-        kernels.reduce_kernel[(p.nkc,)](part, gview, k, p.nkc, slots, gview.stride(0), gview.stride(1), KC=p.kc,
+        # the slices' partial sums, added by torch's reduction (fixed order, no atomics: the same bits every run)
+        total = part.view(slots, p.nkc * 2 * p.kc * p.m_pad).sum(0) if slots > 1 else part
+        kernels.reduce_kernel[(p.nkc,)](total, gview, k, p.nkc, 1, gview.stride(0), gview.stride(1), KC=p.kc,
                                         M=spec.patch_size(c), M_PAD=p.m_pad, COMPLEX=is_complex, num_warps=4)
     grad_x = None
     if need_x:
