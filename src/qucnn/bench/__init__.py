@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from ..utils.checks import UsageError
+from ..utils.checks import UsageError, optional_positive_int
 from . import gpu as gpu_rows
 from . import hardware as w5
 from . import peers, scale
@@ -45,9 +45,8 @@ def _check(workloads: Iterable[str], device: str, repeats: int | None, w4_images
         raise UsageError(f"workloads must be a non-empty subset of {WORKLOADS}, got {chosen}")
     if device not in DEVICES:
         raise UsageError(f"device must be one of {DEVICES}, got {device!r}")
-    for name, value, low in (("repeats", repeats, 1), ("w4_images", w4_images, 1), ("w3_batch", w3_batch, 1)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            raise UsageError(f"{name} must be an int >= {low} or None, got {value!r}")
+    for name, value in (("repeats", repeats), ("w4_images", w4_images), ("w3_batch", w3_batch)):
+        optional_positive_int(value, name)
     return chosen
 
 

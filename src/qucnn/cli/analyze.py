@@ -12,7 +12,7 @@ from ..analysis import shots as shots_analysis
 from ..analysis.plateau import check_study
 from ..backends import QiskitBackend
 from ..datasets import load_embedded_mnist
-from ..utils.checks import UsageError
+from ..utils.checks import UsageError, positive_int
 from ..utils.devices import resolve_device
 from ..utils.files import atomic_write_text, check_writable_file
 
@@ -162,9 +162,7 @@ def run_shots(args) -> int:
     for key in ("epochs", "train"):
         value = getattr(args, key)
         if value is not None:
-            if value < 1:
-                raise UsageError(f"--{key} must be a positive int, got {value}")
-            sizes[key] = value
+            sizes[key] = positive_int(value, f"--{key}")
     seeds = shots_analysis.DEFAULT_SEEDS if args.seeds is None else tuple(parse_int_list(args.seeds, "--seeds"))
     if min(seeds) < 0:
         raise UsageError(f"--seeds must be ints >= 0, got {args.seeds}")
@@ -223,8 +221,7 @@ def _fmt(need: dict) -> str:
 
 def run_hardware(args) -> int:
     json_path = _output(args, "hardware.json")
-    if args.seed < 0:
-        raise UsageError(f"--seed must be a non-negative int, got {args.seed}")
+    positive_int(args.seed, "--seed", 0)
     QiskitBackend(fake_device=args.fake_device)  # a missing extra or an unknown device fails before training
     task = hardware.QUICK_TASK if args.quick else hardware.TASK
     result = hardware.hardware_study(task, load_embedded_mnist(), fake_device=args.fake_device, seed=args.seed,

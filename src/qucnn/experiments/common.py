@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..backends import get_backend
 from ..datasets import load_dataset
-from ..utils.checks import MissingExtraError, MissingFileError, UsageError
+from ..utils.checks import MissingExtraError, MissingFileError, UsageError, optional_positive_int
 from ..utils.devices import resolve_device
 from ..utils.plotting import pyplot
 from ..utils.seeds import derive_seed
@@ -90,9 +90,7 @@ class Config:
             raise UsageError(f"--backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.noise and self.backend != "aer":
             raise UsageError("--noise needs --backend aer (the torch backend has only shot noise)")
-        if self.learn_shots is not None and (isinstance(self.learn_shots, bool)
-                                             or not isinstance(self.learn_shots, int) or self.learn_shots < 1):
-            raise UsageError(f"--learn-shots must be a positive int, got {self.learn_shots!r}")
+        optional_positive_int(self.learn_shots, "--learn-shots")
         if Path(self.out).exists() and not Path(self.out).is_dir():
             raise UsageError(f"--out must be a folder, got the file {self.out}")
         if self.data is not None and not Path(self.data).is_dir():

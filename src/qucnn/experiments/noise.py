@@ -31,7 +31,7 @@ from ..core.encoding import amplitude_encode
 from ..core.swap_test import swap_test
 from ..datasets import load_embedded_mnist
 from ..nn.layer import QuConv2d
-from ..utils.checks import UsageError
+from ..utils.checks import positive_int
 from .common import jsonable, progress, pyplot, save_figure
 
 QUBITS, LAYERS, UPSTREAM = 4, 3, 0.5
@@ -189,11 +189,9 @@ def run_noise(out: Path, quick: bool = False, seed: int = 0, p1: float = 1e-3, p
 
     cfg = QUICK if quick else FULL
     if shots is not None:
-        if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
-            raise UsageError(f"--shots must be a positive int, got {shots!r}")
+        shots = positive_int(shots, "--shots")
         cfg = NoiseConfig(cfg.sweep, cfg.patches, cfg.params, shots, shots)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UsageError(f"--seed must be a non-negative int, got {seed!r}")
+    positive_int(seed, "--seed", 0)
     model = default_noise_model(p1=p1, p2=p2, readout=readout)
     t0 = time.perf_counter()
     result = {"config": asdict(cfg), "quick": quick, "seed": seed, "shots": cfg.shots,
