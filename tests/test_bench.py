@@ -128,9 +128,9 @@ def test_bad_arguments_are_errors():
         run(["w9"])
     with pytest.raises(ValueError, match="device must be one of"):
         run(["w1"], device="tpu")
-    with pytest.raises(ValueError, match="repeats must be an int >= 1"):
+    with pytest.raises(ValueError, match="repeats must be a positive int"):
         run(["w1"], repeats=0)
-    with pytest.raises(ValueError, match="w3_batch must be an int >= 1"):
+    with pytest.raises(ValueError, match="w3_batch must be a positive int"):
         run(["w3"], w3_batch=0)
     with pytest.raises(ValueError, match="w3_batch must be at most 8000"):
         run(["w3"], w3_batch=8001)

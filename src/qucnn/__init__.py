@@ -2,7 +2,8 @@
 
 Filters are parameterised quantum states, outputs are SWAP-test fidelities with amplitude-encoded
 patches, and filter gradients can be computed on the quantum side (parameter shift, or the paper's
-entanglement-based backpropagation with one extra ancilla).
+entanglement-based backpropagation with one extra ancilla, which is classically equivalent to parameter shift
+at an extra variance of ``c^2 (1 - delta^2) / S`` per circuit: see ``docs/math.md``).
 
 The package in layers, each importing only from those before it:
 ``utils`` -> ``core`` (gates, simulator, encoding, ansatz, SWAP test, geometry) -> ``backends`` (where circuits

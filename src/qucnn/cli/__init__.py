@@ -22,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``qucnn`` argument parser, with one subcommand per module of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="qucnn",
-        description="QuCNN: quantum convolutional layers with SWAP-test filters and "
-                    "entanglement-based backpropagation.",
+        description="QuCNN: quantum convolutional layers with SWAP-test filters, their quantum gradient "
+                    "estimators (parameter shift, the paper's entanglement-based Eq. 17, sampled) and shots.",
     )
     parser.add_argument("--version", action="version", version=f"qucnn {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
