@@ -2,11 +2,13 @@
 into its epilogue), the filter-state gradient with its deterministic second pass, and the input gradient.
 
 Layout of one program: ``BLOCK`` consecutive output positions of the flattened ``(image, row, column)`` axis
-(so small images share a program and no lane idles at an image's edge) x ``KC`` filters. It gathers the patch
-matrix ``X`` ``(M_PAD, BLOCK)`` of its positions straight from ``x`` (the windows overlap, so neighbouring
-values come from cache, and ``x`` is read from memory about once), scales each column by its image's power of
-two, and takes the overlaps of the ``KC`` filters as ONE product ``Z = W X`` with the filter rows interleaved (``W[2k] = Re f_k``, ``W[2k+1] = -Im f_k``), so ``F_k = (Z[2k]^2 + Z[2k+1]^2) / N``
-with ``N = sum_t X[t]^2`` (0 for all-zero patches). One read of ``x``, one write of ``F``; nothing else.
+(so small images share a program and no lane idles at an image's edge) x ``KC`` filters. The forward walks the
+patch's taps: for each it loads that value of every window straight from ``x`` (the windows overlap, so
+neighbouring values come from cache, and ``x`` is read from memory about once), scales it by its image's power
+of two, and adds the outer product with the filters' column to the overlaps ``Z`` (filter rows interleaved:
+``W[2k] = Re f_k``, ``W[2k+1] = -Im f_k``), so ``F_k = (Z[2k]^2 + Z[2k+1]^2) / N`` with ``N = sum_t x_t^2`` (0 for
+all-zero patches). One read of ``x``, one write of ``F``; nothing else. The backward gathers the patch matrix
+``X`` ``(M_PAD, BLOCK)`` and takes ``Z = W X`` and ``A X^T`` as products.
 
 Products run with ``input_precision="ieee"``: full float32 (or float64), never TF32. Kernels trust their
 inputs; :mod:`qucnn.backends.triton.ops` checks and launches them.
@@ -215,8 +217,8 @@ def backward_kernel(x_ptr, scale_ptr, s_ptr, g_ptr, part_ptr, a_ptr, e_ptr,
 @triton.jit
 def reduce_kernel(part_ptr, grad_ptr, K, NKC, NPROG, sgk, sgt, KC: tl.constexpr, M: tl.constexpr,
                   M_PAD: tl.constexpr, COMPLEX: tl.constexpr):
-    """The second pass: ``dL/dW`` of chunk ``program_id(0)`` summed over the ``NPROG`` slices in order, written as
-    the gradient of the states (``view_as_real``: ``dL/dRe + i dL/dIm``; the rows hold ``Re`` and ``-Im``)."""
+    """The second pass: ``dL/dW`` of chunk ``program_id(0)`` summed over the ``NPROG`` slices in order (the launch
+    passes the slices already summed by torch, ``NPROG = 1``), written as the gradient of the states (``view_as_real``: ``dL/dRe + i dL/dIm``; the rows hold ``Re`` and ``-Im``)."""
     kc = tl.program_id(0)
     rows = tl.arange(0, 2 * KC)
     taps = tl.arange(0, M_PAD)
