@@ -114,8 +114,10 @@ def test_resume_hint_names_only_this_runs_checkpoints(tmp_path):
 
 def test_ctrl_c_prints_how_to_resume_and_the_resumed_run_finishes(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["train", "--out", str(out), "--limit-train", "256", "--limit-test", "32", "--filters", "2", "--epochs",
-            "2", "--batch-size", "32", "--checkpoint-every", "1", "--threads", "1", "--no-progress"]
+    # 20 epochs of 8 steps: after the first checkpoint over 150 steps remain, so the signal finds the run still
+    # training even when this process is descheduled for a while on a loaded machine
+    argv = ["train", "--out", str(out), "--limit-train", "256", "--limit-test", "32", "--validation", "0", "--filters",
+            "2", "--epochs", "20", "--batch-size", "32", "--checkpoint-every", "1", "--threads", "1", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "qucnn", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
@@ -123,7 +125,7 @@ def test_ctrl_c_prints_how_to_resume_and_the_resumed_run_finishes(tmp_path, caps
         deadline = time.monotonic() + 120
         while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)  # 15 steps to go: the run is still training
+        proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
