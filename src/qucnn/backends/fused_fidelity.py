@@ -65,7 +65,7 @@ class RoutePolicy:
         triton_max_filters: exact maps of more filters than this stay on the routes above even on CUDA
             (expectations with shots, every gradient estimator and the filter states still use the kernels).
             Measured on an H200 (W4, 60,000 images; ``benchmarks/RESULTS.md``): the kernels win at 8 filters
-            (forward 3.0 vs 8.1 ms) and lose at 32 (forward 21 vs 17 ms, forward + backward about 50 vs 29 ms).
+            (forward 3.0 vs 8.0 ms) and lose at 32 (forward 21 vs 17 ms, forward + backward about 50 vs 29 ms).
 
     Example:
         >>> RoutePolicy(route="conv").resolved(torch.device("cpu")).chunk_elements

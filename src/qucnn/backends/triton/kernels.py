@@ -201,12 +201,12 @@ def backward_kernel(x_ptr, scale_ptr, s_ptr, g_ptr, part_ptr, a_ptr, e_ptr,
         inv = tl.where(n > 0, 1.0 / tl.where(n > 0, n, 1.0), 0.0)
         oy = pos // WO
         g_lane = b.to(tl.int64) * sgb + oy * sgh + (pos - oy * WO) * sgw
-        g = tl.load(g_ptr + ((k * sgk)[:, None] + g_lane[None, :]), mask=kmask[:, None] & live[None, :],
+        g = tl.load(g_ptr + ((k.to(tl.int64) * sgk)[:, None] + g_lane[None, :]), mask=kmask[:, None] & live[None, :],
                     other=0.0).to(ACC)
         a = 2.0 * g * z * inv[None, :]
         acc += tl.dot(a, tl.trans(xs), input_precision="ieee")
         if NEED_X:
-            a_offs = ((kc * 2 * KC + rows) * P)[:, None] + (b.to(tl.int64) * 2 * K * P + pos)[None, :]
+            a_offs = ((kc * 2 * KC + rows).to(tl.int64) * P)[:, None] + (b.to(tl.int64) * 2 * K * P + pos)[None, :]
             tl.store(a_ptr + a_offs, a, mask=kmask[:, None] & live[None, :])
             e = 2.0 * inv * inv * tl.sum(g * z * z, axis=0)
             tl.store(e_ptr + kc.to(tl.int64) * B * P + items, e, mask=live)
