@@ -119,8 +119,10 @@ def test_ctrl_c_prints_how_to_resume_and_the_resumed_run_finishes(tmp_path, caps
     argv = ["train", "--out", str(out), "--limit-train", "256", "--limit-test", "32", "--validation", "0", "--filters",
             "2", "--epochs", "20", "--batch-size", "32", "--checkpoint-every", "1", "--threads", "1", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    # a background job of a non-interactive shell starts with SIGINT ignored, and Python keeps an ignored SIGINT
+    # (no KeyboardInterrupt): give the child the default disposition, as a terminal would
     proc = subprocess.Popen([sys.executable, "-m", "qucnn", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
