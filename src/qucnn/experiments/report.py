@@ -180,7 +180,7 @@ def _backprop(metrics: dict) -> list[str]:
             if other and "noise" not in name:
                 ratios = [e["measured_mean"] / e["formula"] for e in other]
                 lines += [f"{name}, the validation: measured / formula {min(ratios):.2f} to {max(ratios):.2f} over "
-                          f"the shot counts, largest \|z\| {max(abs(e['z']) for e in other):.2f}."]
+                          f"the shot counts, largest \\|z\\| {max(abs(e['z']) for e in other):.2f}."]
     lines += ["", "**Eq. 17 is classically equivalent to post-processing.** The ancilla b is touched only by "
               "`RY(beta)` and then the CNOT into a, right before a is measured. Measuring b first gives the same "
               "joint statistics, so the circuit is an ordinary SWAP test whose outcome is multiplied by an "
