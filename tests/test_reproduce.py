@@ -269,6 +269,17 @@ def test_aer_backend_goes_through_the_hook_and_keeps_torch_results(quick_run, tm
     assert "Qiskit Aer" in report and "fig4_backprop_aer.png" in report
 
 
+def test_report_calls_only_the_torch_backprop_a_sampler_check(quick_run):
+    """The torch run draws shots from exact expectations (a consistency check); a circuit run alone, under the
+    Aer key, is reported as the validation, not as a check of the sampler."""
+    from qucnn.experiments.report import build_report
+    torch_only = build_report(quick_run[1])
+    assert "*torch, binomial shot draws*: a consistency check of our sampler" in torch_only
+    aer_only = {k: v for k, v in quick_run[1].items() if k != "backprop"} | {"backprop_aer": quick_run[1]["backprop"]}
+    section = build_report(aer_only).split("## V-B Backpropagation")[1].split("\n## ")[0]
+    assert "*Qiskit Aer*: the validation" in section and "check of our sampler" not in section
+
+
 # -- errors -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args, message", [
     (["nonsense"], "unknown experiment 'nonsense'"),

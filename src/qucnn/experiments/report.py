@@ -125,6 +125,7 @@ def _backprop(metrics: dict) -> list[str]:
     if not runs:
         return ["## V-B Backpropagation (Fig. 4)", "", "*Not run yet: `qucnn reproduce backprop`.*", ""]
     base = runs[0][0]
+    sampler = metrics.get("backprop")  # the torch run: shots drawn from the exact expectations, not circuits
     lines = ["## V-B Backpropagation (Fig. 4)", "", *_images(runs), "",
              f"One filter (ansatz, {base['qubits']} qubits, {base['layers']} layers, {base['parameters']} "
              f"parameters, seeded angles) against the fixed data state: {base['data_state_description']}. "
@@ -149,7 +150,7 @@ def _backprop(metrics: dict) -> list[str]:
     for sec, name in runs:
         worst = max(s["max_abs_error_in_se"] for s in sec["summary"])
         repeats = max(s["repeats"] for s in sec["summary"])
-        if sec is base:  # the torch back end draws its shots from the exact expectations
+        if sec is sampler:  # the torch back end draws its shots from the exact expectations
             text = (f"a consistency check of our sampler, not a validation (its shots are drawn from the exact "
                     f"expectations): the largest deviation is {worst:.2f} standard errors"
                     + ("; 5 is the bound a correct estimator passes." if worst < 5 else
@@ -174,7 +175,7 @@ def _backprop(metrics: dict) -> list[str]:
         for e in gap:
             lines.append(f"| {e['shots']:,} | {_f(e['measured_mean'], 4)} | {_f(e['se'], 2)} | {_f(e['formula'], 4)} "
                          f"| {_f(e['z'], 2)} |")
-        lines += ["", f"(Table: {runs[0][1]}, a check of our sampler.)"]
+        lines += ["", f"(Table: {runs[0][1]}" + (", a check of our sampler.)" if base is sampler else ".)")]
         for sec, name in runs[1:]:
             other = sec.get("variance_gap") or []
             if other and "noise" not in name:
