@@ -1,5 +1,5 @@
 """Triton kernels of the fidelity maps ``F = (Re^2 + Im^2) / ||x||^2``: the forward (with the shot draws fused
-into its epilogue), the filter-state gradient with its deterministic second pass, and the input gradient.
+into its epilogue), the filter-state gradient (slices summed by torch in a fixed order), and the input gradient.
 
 Layout of one program: ``BLOCK`` consecutive output positions of the flattened ``(image, row, column)`` axis
 (so small images share a program and no lane idles at an image's edge) x ``KC`` filters. The forward walks the
@@ -176,7 +176,7 @@ def backward_kernel(x_ptr, scale_ptr, s_ptr, g_ptr, part_ptr, a_ptr, e_ptr,
     """One program per (slice of the blocks, filter chunk): for each block of its slice it recomputes ``Z`` and
     ``N`` and adds ``dL/dW = A X^T`` with ``A = 2 g Z / N`` to a register accumulator, written once to
     ``part_ptr[pid]`` (the slices are summed by torch's reduction, in a fixed order: no atomics, then written out
-    by :func:`reduce_kernel`).
+    by :func:`states_grad_kernel`).
     ``NEED_X``: also writes ``A`` ``(B, 2K, P)`` and ``e = 2 (sum_k g_k F_k) / N`` per chunk ``(NKC, B, P)`` for
     :func:`input_grad_kernel`."""
     pid = tl.program_id(0)
@@ -215,17 +215,15 @@ def backward_kernel(x_ptr, scale_ptr, s_ptr, g_ptr, part_ptr, a_ptr, e_ptr,
 
 
 @triton.jit
-def reduce_kernel(part_ptr, grad_ptr, K, NKC, NPROG, sgk, sgt, KC: tl.constexpr, M: tl.constexpr,
-                  M_PAD: tl.constexpr, COMPLEX: tl.constexpr):
-    """The second pass: ``dL/dW`` of chunk ``program_id(0)`` summed over the ``NPROG`` slices in order (the launch
-    passes the slices already summed by torch, ``NPROG = 1``), written as the gradient of the states (``view_as_real``: ``dL/dRe + i dL/dIm``; the rows hold ``Re`` and ``-Im``)."""
+def states_grad_kernel(part_ptr, grad_ptr, K, sgk, sgt, KC: tl.constexpr, M: tl.constexpr, M_PAD: tl.constexpr,
+                       COMPLEX: tl.constexpr):
+    """The write-out: ``dL/dW`` of filter chunk ``program_id(0)`` (the slices' partial sums, already added by
+    torch) as the gradient of the states (``view_as_real``: ``dL/dRe + i dL/dIm``; the rows hold ``Re`` and
+    ``-Im``)."""
     kc = tl.program_id(0)
     rows = tl.arange(0, 2 * KC)
     taps = tl.arange(0, M_PAD)
-    tile = rows[:, None] * M_PAD + taps[None, :]
-    acc = tl.load(part_ptr + kc * (2 * KC * M_PAD) + tile)
-    for slot in range(1, NPROG):
-        acc += tl.load(part_ptr + (slot * NKC + kc) * (2 * KC * M_PAD) + tile)
+    acc = tl.load(part_ptr + kc * (2 * KC * M_PAD) + rows[:, None] * M_PAD + taps[None, :])
     k = kc * KC + rows // 2
     part = rows % 2
     ok = (k < K)[:, None] & (taps < M)[None, :]

@@ -57,7 +57,7 @@ MAX_BLOCK = 256
 WARPS = (4, 8)
 #: Programs per streaming multiprocessor in the backward (each reduces a slice of the windows).
 SLOTS_PER_SM = 4
-#: Slices of the backward in Triton's interpreter (more than one, so the second pass is exercised).
+#: Slices of the backward in Triton's interpreter (more than one, so the sum of the slices is exercised).
 INTERPRETER_SLOTS = 3
 #: Outputs per program of :func:`binomial.sample_kernel` (on a GPU; the interpreter, whose cost is per operation
 #: rather than per element, takes larger blocks).
@@ -299,8 +299,8 @@ def _backward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, g
         gview = torch.view_as_real(grad_states) if is_complex else grad_states
         # the slices' partial sums, added by torch's reduction (fixed order, no atomics: the same bits every run)
         total = part.view(slots, p.nkc * 2 * p.kc * p.m_pad).sum(0) if slots > 1 else part
-        kernels.reduce_kernel[(p.nkc,)](total, gview, k, p.nkc, 1, gview.stride(0), gview.stride(1), KC=p.kc,
-                                        M=spec.patch_size(c), M_PAD=p.m_pad, COMPLEX=is_complex, num_warps=4)
+        kernels.states_grad_kernel[(p.nkc,)](total, gview, k, gview.stride(0), gview.stride(1), KC=p.kc,
+                                             M=spec.patch_size(c), M_PAD=p.m_pad, COMPLEX=is_complex, num_warps=4)
     grad_x = None
     if need_x:
         grad_x = torch.empty((b, c, h, w), dtype=x.dtype, device=x.device)
