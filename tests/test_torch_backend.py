@@ -242,3 +242,18 @@ def test_route_policy_validates_and_resolves_per_device():
     with pytest.raises(TypeError, match="policy must be a RoutePolicy"):
         TorchBackend(policy="conv")
     assert get_backend("torch").policy == RoutePolicy()
+
+
+def test_exact_maps_of_more_than_triton_max_filters_stay_on_the_torch_route(gen, monkeypatch):
+    """On CUDA the kernels take exact maps of up to ``triton_max_filters`` filters (faster at 8, slower at 32 on an
+    H200); more stay on the fused torch route, while the other steps may still use the kernels."""
+    kernels = object()
+    with pytest.raises(ValueError, match="triton_max_filters must be a non-negative int"):
+        RoutePolicy(triton_max_filters=-1)
+    x = torch.rand(1, 1, 6, 6, generator=gen)
+    for limit in (8, 3):
+        backend = TorchBackend(RoutePolicy(triton_max_filters=limit))
+        monkeypatch.setattr(backend, "_kernels", lambda t: kernels)  # as if x were a CUDA tensor with Triton
+        for filters in (1, 3, 4, 8, 9):
+            states = torch.randn(filters, 16, dtype=torch.complex64, generator=gen)
+            assert (backend._map_kernels(x, states) is kernels) == (filters <= limit)
