@@ -13,12 +13,15 @@ from qucnn.analysis.shots import (
     aggregate,
     build_network,
     default_settings,
+    read_progress,
     shots_needed,
     shots_saving,
     train_setting,
+    write_progress,
 )
 from qucnn.cli import main
 from qucnn.datasets import ImageSplits
+from qucnn.utils.checks import UsageError
 
 TINY = dict(filters=2, kernel=4, stride=4, layers=1, epochs=1, train=48, test=32, batch_size=16, lr=0.05)
 
@@ -103,3 +106,24 @@ def test_cli_rejects_bad_options(capsys):
     assert "--epochs must be a positive int, got 0" in capsys.readouterr().err
     assert main(["analyze", "shots", "--seeds", "a,b", "--out", "/nonexistent/x"]) == 2
     assert "--seeds: expected a list" in capsys.readouterr().err
+
+
+def test_progress_keeps_every_finished_row_and_rejects_a_foreign_file(tmp_path):
+    """A study with fewer seeds reuses what it asks for and keeps the other seeds' rows on disk; other sizes
+    start afresh; a file that is not a progress record is named in the error."""
+    path = tmp_path / "shots.rows.json"
+    sizes = dict(TINY)
+    assert read_progress(path, sizes) == []
+    row = lambda label, seed, acc: {"label": label, "seed": seed, "test_accuracy": acc}  # noqa: E731
+    earlier = [row("frozen", 0, 0.5), row("frozen", 3, 0.6)]
+    write_progress(path, sizes, [], earlier)
+    done = read_progress(path, sizes)
+    assert done == earlier and read_progress(path, {**sizes, "epochs": 2}) == []
+    write_progress(path, sizes, done, [row("frozen", 0, 0.5), row("autograd", 0, 0.7)])  # a run over seed 0
+    kept = read_progress(path, sizes)
+    assert sorted((r["label"], r["seed"]) for r in kept) == [("autograd", 0), ("frozen", 0), ("frozen", 3)]
+    path.write_text('{"sizes": 1, "rows": [1]}')
+    assert read_progress(path, sizes) == []  # other sizes: ignored, as before
+    path.write_text("not json")
+    with pytest.raises(UsageError, match="shots.rows.json: not a shots-study progress file"):
+        read_progress(path, sizes)

@@ -20,16 +20,19 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..nn.layer import QuConv2d
-from ..utils.files import atomic_write
+from ..utils.checks import UsageError
+from ..utils.files import atomic_write, atomic_write_text
 from ..utils.plotting import pyplot
 from ..utils.seeds import derive_seed
 from ..utils.stats import one_sided_above, summarise
@@ -235,6 +238,29 @@ def shots_study(settings: list[Setting], data, seeds: tuple[int, ...] = DEFAULT_
             "saving": shots_saving(summary)}
 
 
+def read_progress(path: Path, sizes: dict) -> list[dict]:
+    """The finished rows kept in ``path`` (``OUT/shots.rows.json``) by a study of the same ``sizes``; ``[]``
+    without the file or for other sizes; ``UsageError`` naming the file when it is not such a record."""
+    if not path.exists():
+        return []
+    try:
+        saved = json.loads(path.read_text())
+        rows = saved["rows"] if saved.get("sizes") == sizes else []
+        if not all(isinstance(r, dict) and {"label", "seed", "test_accuracy"} <= r.keys() for r in rows):
+            raise ValueError("a row lacks label, seed or test_accuracy")
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UsageError(f"{path}: not a shots-study progress file ({err}); delete it to start afresh") from None
+    return rows
+
+
+def write_progress(path: Path, sizes: dict, done: list[dict], rows: list[dict]) -> None:
+    """Atomically record ``rows`` in ``path`` together with every row of ``done`` they do not replace (so a run
+    with fewer seeds keeps the other seeds' finished rows)."""
+    keys = {(r["label"], r["seed"]) for r in rows}
+    kept = [r for r in done if (r["label"], r["seed"]) not in keys]
+    atomic_write_text(path, json.dumps({"sizes": sizes, "rows": kept + rows}))
+
+
 def plot_shots(result: dict, path) -> None:
     """Left: accuracy against total gradient shots (log x), mean +- std over seeds, with exact gradients and
     frozen filters as bands (mean +- std). Right: the paired difference from frozen filters (same seed), mean
@@ -292,4 +318,5 @@ def plot_shots(result: dict, path) -> None:
 
 
 __all__ = ["DEFAULT_SEEDS", "FULL", "QUICK", "Setting", "aggregate", "build_network", "default_settings",
-           "plot_shots", "quick_settings", "shots_needed", "shots_saving", "shots_study", "train_setting"]
+           "plot_shots", "quick_settings", "read_progress", "shots_needed", "shots_saving", "shots_study",
+           "train_setting", "write_progress"]

@@ -170,13 +170,10 @@ def run_shots(args) -> int:
     settings = shots_analysis.quick_settings() if args.quick else shots_analysis.default_settings()
     # finished runs are kept beside the JSON, so a killed study, or one with more seeds, retrains only what is new
     progress_path = json_path.with_suffix(".rows.json")
-    done = []
-    if progress_path.exists():
-        saved = json.loads(progress_path.read_text())
-        done = saved["rows"] if saved.get("sizes") == sizes else []
+    done = shots_analysis.read_progress(progress_path, sizes)
 
     def save(rows: list[dict]) -> None:
-        atomic_write_text(progress_path, json.dumps({"sizes": sizes, "rows": rows}))
+        shots_analysis.write_progress(progress_path, sizes, done, rows)
 
     result = shots_analysis.shots_study(settings, load_embedded_mnist(), seeds=seeds, done=done, on_row=save,
                                         **sizes)
