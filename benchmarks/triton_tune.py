@@ -4,6 +4,10 @@ number of programs per streaming multiprocessor in a small grid. The winners go 
 ``qucnn.backends.triton.ops`` (``plan``); the JSON keeps the whole grid.
 
     PYTHONPATH=src python benchmarks/triton_tune.py --json tune.json [--images 60000]
+
+``triton_tune_h200.json`` is run 2 of RESULTS.md's GPU section, with the forward grid of the ``tl.dot`` forward
+(blocks 64-256, 2-8 warps, no unrolling); ``triton_tune_h200_forward.json`` is run 4, this grid's forward and
+shots (``--kinds forward,shots``).
 """
 
 from __future__ import annotations
