@@ -12,8 +12,10 @@ run) -> ``nn`` (functional, layer, gradient estimators, cost, models) -> ``train
 
 Public API:
     QuConv2d, QuantumCost          the layer and its quantum cost accounting
+    QuantumSettings                shots, gradient mode, gradient shots/budget, generator: one frozen object
     functional.quconv2d            the layer as a function
-    backends                       available_backends(), register_backend(), get_backend()
+    backends                       available_backends(), register_backend(), get_backend(), SimulatorBackend
+    testing.check_backend          the conformance suite for a backend of your own
     amplitude_encode               patches -> unit vectors (zero-padded to a power of two)
     FilterAnsatz                   the Fig. 1 ansatz, ``.state(theta)``
     swap_test                      exact or shot-based fidelity ``|<a|b>|^2``
@@ -21,24 +23,23 @@ Public API:
     swap_test_circuit, swap_test_ops                   the full circuits, simulated
 """
 
-from . import _compat, backends, functional
+from . import backends, functional
 from .core.ansatz import FilterAnsatz
 from .core.encoding import amplitude_encode, mottonen_ops, state_preparation_ops, svd_unitary
 from .core.swap_test import swap_test, swap_test_circuit, swap_test_ops
 from .nn.cost import QuantumCost
-from .nn.functional import GRADIENT_MODES
 from .nn.layer import QuConv2d
+from .nn.settings import GRADIENT_MODES, QuantumSettings
 from .utils.checks import UsageError
 
 __version__ = "0.2.0"
-
-_compat.install()
 
 __all__ = [
     "FilterAnsatz",
     "GRADIENT_MODES",
     "QuConv2d",
     "QuantumCost",
+    "QuantumSettings",
     "UsageError",
     "amplitude_encode",
     "backends",

@@ -7,6 +7,7 @@ Example:
     torch.Size([2, 4, 3, 3])
 """
 
-from .nn.functional import GRADIENT_MODES, quconv2d
+from .nn.functional import quconv2d
+from .nn.settings import GRADIENT_MODES
 
 __all__ = ["GRADIENT_MODES", "quconv2d"]

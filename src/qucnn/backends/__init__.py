@@ -1,30 +1,33 @@
 """Quantum backends: the one place where "run these circuits" happens.
 
-``QuConv2d(..., backend=...)`` and :func:`qucnn.functional.quconv2d` take a name from
-:func:`available_backends` or a :class:`Backend` instance. Registered here:
+``QuConv2d(..., backend=...)`` and :func:`qucnn.functional.quconv2d` take a name from :func:`available_backends`
+or a :class:`Backend` instance. Registered here:
 
-- ``"torch"`` (:class:`TorchBackend`, the default): exact simulation by fused fast paths, binomial shots,
-  any torch device; its :class:`RoutePolicy` says how maps are computed.
+- ``"torch"`` (:class:`TorchBackend`, the default): exact simulation on the engine its :class:`RoutePolicy`
+  picks per call (the fused PyTorch engine; on CUDA with Triton, the Triton engine), binomial shots.
 - ``"reference"`` (:class:`ReferenceBackend`): the plain autograd composition and gate-by-gate ansatz.
+- ``"triton"`` (:class:`TritonBackend`): the Triton engine (``pip install qucnn[gpu]``).
 - ``"aer"`` (:class:`QiskitBackend`, when qiskit and qiskit-aer import): circuits on a Qiskit ``SamplerV2``
-  (noiseless Aer by name; ``QiskitBackend(fake_device=..., mitigate_readout=...)`` for noisy devices).
+  (noiseless Aer by name; ``get_backend("aer", fake_device=..., mitigate_readout=...)`` for noisy devices).
 - ``"pennylane"`` (:class:`PennyLaneBackend`, when pennylane imports): circuits as a broadcast QNode.
 
-The circuit backends share :class:`CircuitBackend` (deduplication, what shots and circuits count).
-
-See :mod:`qucnn.backends.base` for the protocol and ``docs/architecture.md`` for adding one.
+Write your own from one method: :class:`SimulatorBackend` (exact maps, :meth:`SimulatorBackend.maps`) or
+:class:`CircuitBackend` (lists of circuits with shots, :meth:`CircuitBackend.execute`); check it with
+:func:`qucnn.testing.check_backend` and ``register_backend("name", factory)``. See :mod:`qucnn.backends.base` for
+the protocol and ``docs/architecture.md`` for a complete example.
 """
 
-from . import fused_fidelity
 from .base import Backend, Filters, Result
-from .circuit_backend import CircuitBackend
-from .fused_fidelity import RoutePolicy
+from .circuit_backend import CircuitBackend, CircuitRows
+from .fused import FusedEngine
 from .pennylane_backend import PennyLaneBackend
+from .policy import RoutePolicy
 from .qiskit_backend import QiskitBackend
 from .reference import ReferenceBackend
-from .registry import available_backends, get_backend, register_backend, registered_backends
-from .simulated import SimulatorBackend
-from .torch_backend import TorchBackend
+from .registry import available_backends, get_backend, register_backend, registered_backends, unregister_backend
+from .simulator import SimulatorBackend
+from .torch_backend import TorchBackend, TritonBackend
 
-__all__ = ["Backend", "CircuitBackend", "Filters", "PennyLaneBackend", "QiskitBackend", "ReferenceBackend", "fused_fidelity", "Result", "RoutePolicy", "SimulatorBackend", "TorchBackend",
-           "available_backends", "get_backend", "register_backend", "registered_backends"]
+__all__ = ["Backend", "CircuitBackend", "CircuitRows", "Filters", "FusedEngine", "PennyLaneBackend", "QiskitBackend",
+           "ReferenceBackend", "Result", "RoutePolicy", "SimulatorBackend", "TorchBackend", "TritonBackend",
+           "available_backends", "get_backend", "register_backend", "registered_backends", "unregister_backend"]

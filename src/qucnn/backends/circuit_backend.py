@@ -5,13 +5,14 @@ into rows ``(patch, filter, delta)``, drops the rows whose result is known (all-
 outside ``mask``), and runs every *distinct* row once: ``m`` identical rows (the same amplitude-encoded patch, the
 same filter, the same delta; proportional patches encode to the same state) become one circuit run with
 ``m * S`` shots whose outcomes are split into ``m`` blocks of ``S``. Shots are independent, so each row gets an
-``S``-shot estimate with exactly the distribution of running its own circuit: the statistics, and the cost
-accounting, are those of the torch backend. ``Result.circuits`` counts these ``S``-shot estimates (one per
-(patch, filter) output run, as every backend counts), ``Result.extras["distinct"]`` the circuits actually bound
-and run; shots used are ``circuits * S`` either way.
+``S``-shot estimate with exactly the distribution of running its own circuit: the statistics are those of the
+torch backend, and the layer's cost ledger counts one ``S``-shot estimate per (patch, filter) output run, as for
+every backend. ``Result.extras["distinct"]`` reports the circuits actually bound and run, ``"jobs"`` the jobs.
 
-Subclasses implement :meth:`CircuitBackend._sample`: run groups of distinct circuits (:class:`CircuitRows`), each
-with its own shot count, and return every shot's outcome (``True`` for ``<Z_a> = -1``).
+Subclasses implement one method, :meth:`CircuitBackend.execute`: run groups of distinct circuits
+(:class:`CircuitRows`), each with its own shot count, and return every shot's outcome (``True`` for
+``<Z_a> = -1``). :meth:`CircuitBackend.correct` is a hook for post-processing the estimates (readout
+mitigation). A backend pickles and deep-copies by its constructor's arguments (:attr:`CircuitBackend.arguments`).
 
 Example:
     >>> rows = CircuitRows.build(torch.tensor([[1.0, 0.0], [2.0, 0.0]]), Filters(theta=torch.zeros(1, 1, 1, 2)))
@@ -22,8 +23,10 @@ Example:
 from __future__ import annotations
 
 import abc
-import time
+import copy
+import pickle
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,17 +154,40 @@ def split_shots(minus: np.ndarray, multiplicity: int, shots: int) -> np.ndarray:
     return 1 - 2 * counts / shots
 
 
+def _rebuild(cls: type, arguments: dict[str, Any]) -> "CircuitBackend":
+    return cls(**arguments)
+
+
 class CircuitBackend(Backend):
-    """A backend that runs circuits with shots (no exact mode, no differentiable maps)."""
+    """A backend that runs circuits with shots (no exact mode). Subclasses implement :meth:`execute`, call
+    ``super().__init__(seed, **their_constructor_arguments)`` and may override :meth:`correct`."""
 
     exact = False
-    differentiable = False
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, **arguments: Any) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}")
         self.seed = seed
         self._seeds = np.random.default_rng(seed)
+        #: The constructor's arguments: what a pickle or a deep copy rebuilds the backend from.
+        self.arguments = {"seed": seed, **arguments}
+
+    def __reduce__(self):
+        try:
+            pickle.dumps(self.arguments)
+        except Exception as err:  # a live object (a sampler, a device, a pass manager) the user passed
+            live = [k for k, v in self.arguments.items() if not _picklable(v)]
+            raise TypeError(f"{type(self).__name__} cannot be pickled: its argument(s) {', '.join(live)} are live "
+                            f"objects ({err}); build it from settings (names, options) instead, or save the model's "
+                            "state_dict and attach the backend again after loading") from None
+        return _rebuild, (type(self), self.arguments)
+
+    def __deepcopy__(self, memo: dict) -> "CircuitBackend":
+        try:
+            arguments = copy.deepcopy(self.arguments, memo)
+        except Exception:  # a live object (a sampler, a device): copies share this backend, as they share it
+            return self
+        return _rebuild(type(self), arguments)
 
     def _call_seed(self, generator: torch.Generator | None) -> int:
         """The seed of one call: drawn from ``generator`` (a layer's shot stream) or the backend's own stream."""
@@ -176,9 +202,16 @@ class CircuitBackend(Backend):
         return int(shots)
 
     @abc.abstractmethod
-    def _sample(self, groups: list[tuple[CircuitRows, int]], seed: int) -> tuple[list[np.ndarray], dict]:
-        """Run every circuit of every group ``(rows, shots)``; return per group the outcomes ``(D, shots)``
-        (``True`` where the shot measured ``<Z_a> = -1``) and what to report (``jobs``, ...)."""
+    def execute(self, groups: list[tuple[CircuitRows, int]], seed: int) -> tuple[list[np.ndarray], dict]:
+        """Run every circuit of every group ``(rows, shots)``: the SWAP test of :class:`CircuitRows` (or its
+        Eq. 15 circuit, when ``rows.delta`` is given), ``shots`` shots each, seeded by ``seed``. Return per group
+        the outcomes ``(D, shots)`` bool (``True`` where the shot measured ``<Z_a> = -1``), and what was submitted
+        (``{"jobs": ...}``, reported in :attr:`Result.extras <qucnn.backends.Result.extras>`)."""
+
+    def correct(self, z: Tensor, rows: CircuitRows, seed: int) -> tuple[Tensor, dict]:
+        """Post-process the estimates ``z`` ``(R,)`` of the requested rows (e.g. readout mitigation); return them
+        and what to report. Default: unchanged."""
+        return z, {}
 
     def _estimates(self, rows: CircuitRows, shots: int, seed: int) -> tuple[Tensor, dict]:
         """One ``shots``-shot estimate per requested row ``(R,)`` float64, and the extras."""
@@ -187,7 +220,7 @@ class CircuitBackend(Backend):
             return torch.from_numpy(out), {"distinct": 0, "jobs": 0}
         mult = rows.multiplicity.numpy()
         groups = [(np.flatnonzero(mult == m), int(m)) for m in np.unique(mult)]
-        outcomes, extras = self._sample([(rows.take(torch.from_numpy(idx)), m * shots) for idx, m in groups], seed)
+        outcomes, extras = self.execute([(rows.take(torch.from_numpy(idx)), m * shots) for idx, m in groups], seed)
         # block j of circuit d goes to the j-th requested row of d
         order = np.argsort(rows.inverse.numpy(), kind="stable")
         start = np.concatenate([[0], np.cumsum(mult)[:-1]])
@@ -196,13 +229,13 @@ class CircuitBackend(Backend):
             z = split_shots(minus, m, shots)  # (D_g, m)
             blocks[(start[idx][:, None] + np.arange(m)).reshape(-1)] = z.reshape(-1)
         out[order] = blocks
-        return torch.from_numpy(out), {"distinct": len(rows), **extras}
+        z, corrected = self.correct(torch.from_numpy(out), rows, seed)
+        return z, {"distinct": len(rows), **extras, **corrected}
 
     def expectations(self, x: Tensor, filters: Filters, spec: ConvSpec, *, upstream: Tensor | None = None,
                      mask: Tensor | None = None, shots: int | None = None,
                      generator: torch.Generator | None = None) -> Result:
         shots = self._check_shots(shots)
-        tic = time.perf_counter()
         groups, o = filters.shape
         patches = unfold_patches(x.detach().double().cpu(), spec)  # (B, L, m)
         b, positions = patches.shape[:2]
@@ -220,14 +253,11 @@ class CircuitBackend(Backend):
         dtype = torch.promote_types(x.dtype, torch.float32)
         values = torch.zeros(groups, b, o, positions, dtype=torch.float64)
         values[gi, bi, oi, li] = z
-        values = values.reshape(groups, b, o, ho, wo).to(device=x.device, dtype=dtype)
-        wall = time.perf_counter() - tic
-        return Result(values, len(z), wall, {**extras, "wall_s": wall})
+        return Result(values.reshape(groups, b, o, ho, wo).to(device=x.device, dtype=dtype), extras)
 
-    def circuits(self, patches: Tensor, filters: Filters, *, upstream: Tensor | None = None,
-                 shots: int | None = None, generator: torch.Generator | None = None) -> Result:
+    def circuit_expectations(self, patches: Tensor, filters: Filters, *, upstream: Tensor | None = None,
+                             shots: int | None = None, generator: torch.Generator | None = None) -> Result:
         shots = self._check_shots(shots)
-        tic = time.perf_counter()
         raw = patches.detach().double().cpu()
         run = raw.abs().sum(-1) > 0
         if upstream is not None:
@@ -241,8 +271,15 @@ class CircuitBackend(Backend):
         values = torch.zeros(raw.shape[0], dtype=torch.float64)
         values[index] = z
         dtype = torch.promote_types(patches.dtype, torch.float32)
-        wall = time.perf_counter() - tic
-        return Result(values.to(device=patches.device, dtype=dtype), len(z), wall, {**extras, "wall_s": wall})
+        return Result(values.to(device=patches.device, dtype=dtype), extras)
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
 
 
 __all__ = ["CircuitBackend", "CircuitRows", "split_shots"]

@@ -23,7 +23,7 @@ from ..core.swap_test import SWAP_ANCILLA, swap_test_ops
 from ..utils.checks import MissingExtraError, UsageError, optional_positive_int
 from .circuit_backend import CircuitBackend, CircuitRows
 
-MISSING = "the PennyLane backend needs pennylane: pip install qucnn[pennylane]"
+MISSING = "the PennyLane backend needs pennylane: pip install 'qucnn[pennylane]'"
 #: Registry gate -> PennyLane operation name.
 GATE_NAMES = {"H": "Hadamard", "X": "PauliX", "Z": "PauliZ", "RX": "RX", "RY": "RY", "RZ": "RZ", "CNOT": "CNOT",
               "CSWAP": "CSWAP"}
@@ -40,15 +40,17 @@ class PennyLaneBackend(CircuitBackend):
         max_circuits_per_call: most circuits broadcast in one QNode call (bounds memory).
         device_options: further keyword arguments for ``qml.device`` (with a device name).
 
-    ``Result.circuits`` counts ``S``-shot estimates, ``Result.extras["distinct"]`` the circuits run (see
-    :mod:`qucnn.backends.circuit_backend`).
+    ``Result.extras["distinct"]`` reports the circuits run (see :mod:`qucnn.backends.circuit_backend`). Pickles
+    and deep-copies by its arguments (a device object is live: copies share the backend, pickling raises a
+    ``TypeError`` that says so).
     """
 
     name = "pennylane"
 
     def __init__(self, device="default.qubit", *, seed: int | None = None, max_circuits_per_call: int | None = 4096,
                  device_options: dict | None = None) -> None:
-        super().__init__(seed)
+        super().__init__(seed, device=device, max_circuits_per_call=max_circuits_per_call,
+                         device_options=device_options)
         try:
             import pennylane as qml
         except ImportError as err:
@@ -91,7 +93,7 @@ class PennyLaneBackend(CircuitBackend):
 
         return qml.set_shots(qml.QNode(circuit, device, interface=None), shots=shots), angles
 
-    def _sample(self, groups: list[tuple[CircuitRows, int]], seed: int) -> tuple[list[np.ndarray], dict]:
+    def execute(self, groups: list[tuple[CircuitRows, int]], seed: int) -> tuple[list[np.ndarray], dict]:
         outcomes, calls = [], 0
         for g, (rows, shots) in enumerate(groups):
             step = self.max_circuits_per_call or len(rows)

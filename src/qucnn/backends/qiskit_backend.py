@@ -52,7 +52,7 @@ class QiskitBackend(CircuitBackend):
         max_circuits_per_job: most bound circuits per sampler job (default: only Aer's shot limit splits).
         mitigate_readout: correct the measured ancilla's readout error (two calibration circuits per physical
             qubit, the inverse of the 2x2 assignment matrix, clipped); the calibration is reported in
-            ``Result.extras["readout"]``, not counted in ``Result.circuits``.
+            ``Result.extras["readout"]``, not counted in the layer's cost.
         calibration_shots: shots per calibration circuit.
         seed: seeds the transpiler and, without a ``generator``, every job's Aer seed (reproducible runs).
         method: patch preparation, ``"gates"`` (Mottonen RY/CNOT: one template per structure) or ``"unitary"``
@@ -61,9 +61,11 @@ class QiskitBackend(CircuitBackend):
         pass_manager: your own pass manager instead of the preset one.
         aer_options: options of the Aer simulators this backend makes (default one thread per job).
 
-    Values: ``(G, B, O, H', W')`` shot estimates ``1 - 2 k / S``; ``Result.circuits`` counts the ``S``-shot
-    estimates made (identical circuits run once with ``m S`` shots, see :mod:`qucnn.backends.circuit_backend`);
-    ``Result.extras``: ``distinct`` (circuits bound and run), ``jobs``, ``wall_s``, and with mitigation ``readout``.
+    Values: ``(G, B, O, H', W')`` shot estimates ``1 - 2 k / S`` (identical circuits run once with ``m S`` shots,
+    see :mod:`qucnn.backends.circuit_backend`); ``Result.extras``: ``distinct`` (circuits bound and run),
+    ``jobs``, and with mitigation ``readout``. Pickles and deep-copies by its arguments (a ``sampler`` or
+    ``pass_manager`` object you pass is a live object: copies share the backend, and pickling it raises a
+    ``TypeError`` that says so).
     """
 
     name = "aer"
@@ -72,7 +74,10 @@ class QiskitBackend(CircuitBackend):
                  max_circuits_per_job: int | None = None, mitigate_readout: bool = False,
                  calibration_shots: int = 20_000, seed: int | None = None, method: str = "gates",
                  overlap: str = "cswap", pass_manager=None, aer_options: dict | None = None) -> None:
-        super().__init__(seed)
+        super().__init__(seed, sampler=sampler, fake_device=fake_device, noise_model=noise_model,
+                         optimization_level=optimization_level, max_circuits_per_job=max_circuits_per_job,
+                         mitigate_readout=mitigate_readout, calibration_shots=calibration_shots, method=method,
+                         overlap=overlap, pass_manager=pass_manager, aer_options=aer_options)
         from ..qiskit.sampling import SamplerRunner  # imports Qiskit (MissingExtraError without it)
 
         self.max_circuits_per_job = optional_positive_int(max_circuits_per_job, "max_circuits_per_job")
@@ -95,20 +100,18 @@ class QiskitBackend(CircuitBackend):
         return (f"QiskitBackend(fake_device={device!r}, mitigate_readout={self.mitigate_readout}, "
                 f"method={self.runner.method!r}, overlap={self.runner.overlap!r})")
 
-    def _sample(self, groups: list[tuple[CircuitRows, int]], seed: int) -> tuple[list[np.ndarray], dict]:
+    def execute(self, groups: list[tuple[CircuitRows, int]], seed: int) -> tuple[list[np.ndarray], dict]:
         outcomes = self.runner.run(groups, seed)
         self.jobs_run += self.runner.last_jobs
         return outcomes, {"jobs": self.runner.last_jobs}
 
-    def _estimates(self, rows: CircuitRows, shots: int, seed: int):
-        z, extras = super()._estimates(rows, shots, seed)
-        if self.mitigate_readout and len(rows):
-            p10, p01, qubit, fresh = self.runner.readout(rows, self.calibration_shots, seed + 1)
-            z = torch.from_numpy(mitigate(z.numpy(), p10, p01))
-            extras["readout"] = {"qubit": qubit, "p10": p10, "p01": p01,
-                                 "calibration_circuits": 2 if fresh else 0,
-                                 "calibration_shots": 2 * self.calibration_shots if fresh else 0}
-        return z, extras
+    def correct(self, z: torch.Tensor, rows: CircuitRows, seed: int) -> tuple[torch.Tensor, dict]:
+        if not self.mitigate_readout or not len(rows):
+            return z, {}
+        p10, p01, qubit, fresh = self.runner.readout(rows, self.calibration_shots, seed + 1)
+        return torch.from_numpy(mitigate(z.numpy(), p10, p01)), {"readout": {
+            "qubit": qubit, "p10": p10, "p01": p01, "calibration_circuits": 2 if fresh else 0,
+            "calibration_shots": 2 * self.calibration_shots if fresh else 0}}
 
 
 __all__ = ["QiskitBackend", "mitigate"]

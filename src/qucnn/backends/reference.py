@@ -1,11 +1,11 @@
 """The reference backend: the plain autograd composition, nothing fused.
 
-Filter states come from simulating the ansatz gate by gate (:meth:`qucnn.FilterAnsatz.ops`), and the
-fidelity maps from :func:`plain_fidelity`: ``|<f|x>|^2 = |sum_p conj(f_p) x_p|^2 / ||x||^2`` (Eq. 3) as one
-``conv2d`` with the real and minus imaginary parts of the filter states as weights, a ``conv2d`` of ``x**2``
-with ones for the squared norms, and a safe division, all differentiated by autograd (to any order).
-Amplitudes past the ``C*kh*kw`` patch values meet the zero padding of the encoding and drop out. The torch
-backend is tested against this one on every geometry.
+Filter states come from simulating the ansatz gate by gate (:meth:`qucnn.FilterAnsatz.ops`), and the fidelity
+maps from :func:`plain_fidelity`: ``|<f|x>|^2 = |sum_p conj(f_p) x_p|^2 / ||x||^2`` (Eq. 3) as one ``conv2d``
+with the real and minus imaginary parts of the filter states as weights, a ``conv2d`` of ``x**2`` with ones for
+the squared norms, and a safe division, all differentiated by autograd (to any order). Amplitudes past the
+``C*kh*kw`` patch values meet the zero padding of the encoding and drop out. The torch backend is tested
+against this one on every geometry.
 
 Example:
     >>> from qucnn.core.geometry import ConvSpec
@@ -21,7 +21,8 @@ from torch import Tensor
 
 from ..core.ansatz import FilterAnsatz
 from ..core.geometry import ConvSpec
-from .simulated import SimulatorBackend
+from ..core.windows import FAINT, prepare_input
+from .simulator import SimulatorBackend
 
 
 def plain_norms(x: Tensor, spec: ConvSpec) -> Tensor:
@@ -31,18 +32,35 @@ def plain_norms(x: Tensor, spec: ConvSpec) -> Tensor:
                     dilation=spec.dilation)
 
 
+def _safe_rsqrt(norms: Tensor) -> Tensor:
+    """``1 / sqrt(norms)``, 0 where ``norms`` is 0, with finite derivatives everywhere (no ``inf * 0``)."""
+    valid = norms > 0
+    return torch.where(valid, torch.where(valid, norms, torch.ones_like(norms)).rsqrt(), torch.zeros_like(norms))
+
+
+def plain_inverse_norms(x: Tensor, spec: ConvSpec) -> Tensor:
+    """``1 / ||x_patch||`` ``(B, 1, H', W')`` of a prepared input, 0 on all-zero patches, differentiable to any
+    order; faint patches (squared norms below the dtype's :data:`~qucnn.core.windows.FAINT` threshold) take their
+    norm from ``x`` scaled up, so that they keep every digit."""
+    norms = plain_norms(x, spec)
+    if x.dtype not in FAINT:
+        return _safe_rsqrt(norms)
+    threshold, exponent = FAINT[x.dtype]
+    scale = 2.0**exponent
+    lifted = plain_norms(x * scale, spec)
+    return torch.where(norms < threshold, _safe_rsqrt(lifted) * scale, _safe_rsqrt(norms))
+
+
 def plain_fidelity(x: Tensor, states: Tensor, spec: ConvSpec) -> Tensor:
-    """``(B, K, H', W')`` fidelities of ``x`` ``(B, C, H, W)`` with ``states`` ``(K, d)`` (``d >= C*kh*kw``),
-    0 on all-zero patches; differentiable to any order (no ``inf * 0`` at the zero patches)."""
+    """``(B, K, H', W')`` fidelities of a prepared input ``x`` ``(B, C, H, W)`` (symmetric zero padding in
+    ``spec``; :func:`~qucnn.core.windows.prepare_input` scales it) with ``states`` ``(K, d)`` (``d >= C*kh*kw``),
+    0 on all-zero patches; differentiable to any order."""
     m = spec.patch_size(x.shape[1])
     real = states.real if states.is_complex() else states
     imag = -states.imag if states.is_complex() else torch.zeros_like(states)
     weight = torch.cat([real[:, :m], imag[:, :m]], 0).to(x.dtype).reshape(-1, x.shape[1], *spec.kernel)
     both = F.conv2d(x, weight, stride=spec.stride, padding=spec.padding, dilation=spec.dilation)
-    norms = plain_norms(x, spec)
-    valid = norms > 0
-    inverse = torch.where(valid, torch.where(valid, norms, torch.ones_like(norms)).rsqrt(), torch.zeros_like(norms))
-    z = both * inverse
+    z = both * plain_inverse_norms(x, spec)
     k = states.shape[0]
     return z[:, :k] ** 2 + z[:, k:] ** 2
 
@@ -55,10 +73,12 @@ class ReferenceBackend(SimulatorBackend):
     def filter_states(self, theta: Tensor) -> Tensor:
         return FilterAnsatz(int(theta.shape[-2]), int(theta.shape[-3])).state(theta, method="gates")
 
-    def maps(self, x: Tensor, states: Tensor, spec: ConvSpec,
-             want_mask: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-        valid = plain_norms(x.detach(), spec) > 0
-        return plain_fidelity(x, states, spec), torch.count_nonzero(valid), valid if want_mask else None
+    def maps(self, x: Tensor, states: Tensor, spec: ConvSpec) -> tuple[Tensor, Tensor]:
+        prepared, spec = spec.prepare(x)
+        prepared = prepare_input(prepared)
+        fid = plain_fidelity(prepared, states, spec)
+        valid = plain_inverse_norms(prepared.detach(), spec) > 0
+        return fid.to(x.dtype), valid
 
 
-__all__ = ["ReferenceBackend", "plain_fidelity", "plain_norms"]
+__all__ = ["ReferenceBackend", "plain_fidelity", "plain_inverse_norms", "plain_norms"]

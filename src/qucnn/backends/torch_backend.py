@@ -1,124 +1,79 @@
-"""The default backend, ``"torch"``: exact simulation by the fused fast paths, on any torch device.
+"""The default backend ``"torch"`` and its GPU sibling ``"triton"``: exact simulation on the engine that a
+:class:`~qucnn.backends.RoutePolicy` picks for each call.
 
-Filter states come from the closed-form ansatz (:func:`qucnn.core.ansatz.ansatz_state`, adjoint-method
-backward) and the maps from one fused autograd node (:mod:`qucnn.backends.fused_fidelity`) whose route and
-chunking follow a :class:`~qucnn.backends.fused_fidelity.RoutePolicy` (per-device defaults, overridable).
-Shots are exact binomial draws. On the CPU, without a gradient to record, the filter states of an angle
-tensor are remembered and reused while it holds the same values (compared exactly, a few hundred numbers),
-so repeated inference prepares the filters once; a GPU would have to synchronise to compare, so there the
-states are always recomputed.
-
-On CUDA tensors, when Triton is installed, every step (filter states, maps of up to
-``RoutePolicy.triton_max_filters`` filters and their gradients, expectations, shots) runs on the fused kernels of
-backend ``"triton"`` (:mod:`qucnn.backends.triton`) instead; ``RoutePolicy(triton=False)`` keeps the routes above. Without Triton, CUDA work is sized by the free device
-memory (one pass, or a few chunks), not by the CPU's cache.
+The layer asks :meth:`TorchBackend.resolve` once per call and runs the whole call (filter states, maps, shots,
+the backward's estimators) on the engine it returns: on the CPU the fused PyTorch engine; on CUDA with Triton
+installed the Triton engine for calls of up to ``RoutePolicy.triton_max_filters`` filters (measured faster
+there), else the fused engine sized by the free device memory. ``"triton"`` is the same router with
+``RoutePolicy(engine="triton")``: the Triton engine for every patch its kernels hold. Called directly, each
+method below resolves the engine for its own arguments and forwards the request to it whole.
 
 Example:
     >>> backend = TorchBackend(RoutePolicy(route="conv"))
-    >>> backend.policy.route
+    >>> backend.resolve(torch.device("cpu"), filters=8, taps=16).policy.route
     'conv'
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import weakref
-
 import torch
 from torch import Tensor
 
-from ..core.ansatz import ansatz_state
 from ..core.geometry import ConvSpec
-from ..utils.devices import reads_back_freely
 from .base import Filters, Result
-from .fused_fidelity import RoutePolicy, fused_fidelity
-from .simulated import SimulatorBackend
-
-#: Filter batches up to this many angles are remembered between calls without a gradient.
-CACHE_MAX_ANGLES = 1 << 16
+from .policy import RoutePolicy
+from .simulator import SimulatorBackend
 
 
 class TorchBackend(SimulatorBackend):
-    """``"torch"``: the fused exact simulator. ``policy`` overrides the route choices (see :class:`RoutePolicy`)."""
+    """``"torch"``: exact simulation, routed by ``policy`` (default :class:`RoutePolicy()`)."""
 
     name = "torch"
+    #: The policy of ``TorchBackend()`` without one.
+    default_policy = RoutePolicy()
 
     def __init__(self, policy: RoutePolicy | None = None) -> None:
         if policy is not None and not isinstance(policy, RoutePolicy):
             raise TypeError(f"policy must be a RoutePolicy, got {type(policy).__name__}")
-        self.policy = policy or RoutePolicy()
-        self._cache: dict[int, tuple] = {}
+        self.policy = policy or self.default_policy
 
     def __repr__(self) -> str:
-        return f"TorchBackend(policy={self.policy!r})"
+        return f"{type(self).__name__}(policy={self.policy!r})"
 
-    def __getstate__(self) -> dict:  # the cache holds weak references: copies and pickles start without it
-        return {"policy": self.policy}
+    def resolve(self, device: torch.device, filters: int, taps: int) -> SimulatorBackend:
+        return self.policy.resolve(device, filters, taps)
 
-    def __setstate__(self, state: dict) -> None:
-        self.policy, self._cache = state["policy"], {}
+    def _engine(self, t: Tensor, filters: int, taps: int) -> SimulatorBackend:
+        return self.policy.resolve(t.device, filters, taps)
 
-    def _kernels(self, t: Tensor) -> SimulatorBackend | None:
-        """The Triton backend for ``t`` when it is a CUDA tensor, the policy allows it and Triton is installed."""
-        return _triton_backend() if t.device.type == "cuda" and self.policy.triton else None
+    def maps(self, x: Tensor, states: Tensor, spec: ConvSpec) -> tuple[Tensor, Tensor]:
+        return self._engine(x, states.shape[0], spec.patch_size(x.shape[1])).maps(x, states, spec)
 
     def filter_states(self, theta: Tensor) -> Tensor:
-        if (gpu := self._kernels(theta)) is not None:
-            return gpu.filter_states(theta)
-        flat = theta.reshape((-1,) + theta.shape[-3:])
-        if (not reads_back_freely(theta.device) or (torch.is_grad_enabled() and theta.requires_grad)
-                or theta.numel() > CACHE_MAX_ANGLES):
-            return ansatz_state(flat).reshape(theta.shape[:-3] + (-1,))
-        hit = self._cache.get(id(theta))
-        if (hit is not None and hit[0]() is theta and hit[1].shape == theta.shape and hit[1].dtype == theta.dtype
-                and torch.equal(hit[1], theta)):
-            return hit[2].clone()  # a copy: the caller may change it in place
-        states = ansatz_state(flat).reshape(theta.shape[:-3] + (-1,))
-        self._cache = {k: v for k, v in self._cache.items() if v[0]() is not None}
-        self._cache[id(theta)] = (weakref.ref(theta), theta.detach().clone(), states.clone())
-        return states
+        return self._engine(theta, theta[..., 0, 0, 0].numel(), 2 ** theta.shape[-2]).filter_states(theta)
 
-    def _map_kernels(self, x: Tensor, states: Tensor) -> SimulatorBackend | None:
-        """The Triton backend for exact maps: :meth:`_kernels`, for at most ``triton_max_filters`` filters."""
-        return self._kernels(x) if states.shape[0] <= self.policy.triton_max_filters else None
-
-    def maps(self, x: Tensor, states: Tensor, spec: ConvSpec,
-             want_mask: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-        if (gpu := self._map_kernels(x, states)) is not None:
-            return gpu.maps(x, states, spec, want_mask)
-        return fused_fidelity(x, states, spec, self.policy.resolved(x.device), want_mask)
-
-    def state_maps(self, x: Tensor, states: Tensor, spec: ConvSpec,
-                   want_mask: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
-        if (gpu := self._map_kernels(x, states)) is not None:
-            return gpu.state_maps(x, states, spec, want_mask)
-        return super().state_maps(x, states, spec, want_mask)
-
-    def sample(self, expectation: Tensor, valid: Tensor | None, shots: int,
-               generator: torch.Generator | None = None) -> Tensor:
-        if (gpu := self._kernels(expectation)) is not None:
-            return gpu.sample(expectation, valid, shots, generator)
-        return super().sample(expectation, valid, shots, generator)
+    def sample(self, values: Tensor, shots: int, generator: torch.Generator | None = None) -> Tensor:
+        return self._engine(values, 1, 1).sample(values, shots, generator)
 
     def expectations(self, x: Tensor, filters: Filters, spec: ConvSpec, *, upstream: Tensor | None = None,
                      mask: Tensor | None = None, shots: int | None = None,
                      generator: torch.Generator | None = None) -> Result:
-        if (gpu := self._kernels(x)) is not None:
-            return gpu.expectations(x, filters, spec, upstream=upstream, mask=mask, shots=shots, generator=generator)
-        return super().expectations(x, filters, spec, upstream=upstream, mask=mask, shots=shots, generator=generator)
+        engine = self._engine(x, filters.shape[-1], spec.patch_size(x.shape[1]))
+        return engine.expectations(x, filters, spec, upstream=upstream, mask=mask, shots=shots, generator=generator)
+
+    def circuit_expectations(self, patches: Tensor, filters: Filters, *, upstream: Tensor | None = None,
+                             shots: int | None = None, generator: torch.Generator | None = None) -> Result:
+        engine = self._engine(patches, 1, patches.shape[-1])
+        return engine.circuit_expectations(patches, filters, upstream=upstream, shots=shots, generator=generator)
 
 
-@functools.lru_cache(maxsize=1)
-def _triton_backend() -> SimulatorBackend | None:
-    """The Triton backend if Triton is installed and builds GPU kernels (not its interpreter), else ``None``."""
-    if importlib.util.find_spec("triton") is None:
-        return None
-    try:
-        from .triton import TritonBackend, interpreting  # optional: imports Triton
-    except ImportError:  # an installed Triton that cannot load: the torch routes keep working
-        return None
-    return None if interpreting() else TritonBackend()
+class TritonBackend(TorchBackend):
+    """``"triton"``: the Triton engine (fused kernels for the maps, their backward, the shots and the filter
+    ansatz) for every patch its kernels hold, the fused PyTorch engine for larger patches. CUDA tensors only, or
+    CPU tensors in Triton's interpreter (``TRITON_INTERPRET=1``, for tests). ``pip install qucnn[gpu]``."""
+
+    name = "triton"
+    default_policy = RoutePolicy(engine="triton")
 
 
-__all__ = ["CACHE_MAX_ANGLES", "RoutePolicy", "TorchBackend"]
+__all__ = ["TorchBackend", "TritonBackend"]

@@ -3,7 +3,7 @@
 For W3 (a training step) and W4 (maps of N images), three implementations of the same maps, timed interleaved:
 
 - ``qucnn-triton``: ``QuConv2d(..., backend="triton")``, the fused kernels (what ``"torch"`` runs on CUDA);
-- ``qucnn-torch``: the torch backend's own CUDA route, ``TorchBackend(RoutePolicy(triton=False))``: a convolution
+- ``qucnn-torch``: the torch backend's own CUDA route, ``TorchBackend(RoutePolicy(engine="fused"))``: a convolution
   or patch-matrix product sized by the free device memory;
 - ``torch-two-conv``: the plain formulation, one ``conv2d`` for the real and imaginary overlaps and one for the
   window norms, differentiated by autograd (:func:`qucnn.backends.reference.plain_fidelity`): the in-run anchor.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..backends.fused_fidelity import RoutePolicy
+from ..backends.policy import RoutePolicy
 from ..backends.reference import plain_fidelity
 from ..backends.registry import available_backends
 from ..backends.torch_backend import TorchBackend
@@ -65,7 +65,7 @@ class TwoConv(nn.Module):
 
 def _layers(filters: int, device: str, **kw) -> dict[str, nn.Module]:
     """The implementations (``qucnn-triton`` only where that backend is available) with the same seeded angles."""
-    base = QuConv2d(1, filters, 4, layers=3, backend=TorchBackend(RoutePolicy(triton=False)),
+    base = QuConv2d(1, filters, 4, layers=3, backend=TorchBackend(RoutePolicy(engine="fused")),
                     generator=torch.Generator().manual_seed(SEED), **kw)
     out = {}
     if "triton" in available_backends():
@@ -99,7 +99,7 @@ def w3_cases(batch: int, device: str) -> list[Case]:
     data = load_embedded_mnist()
     x, y = data.train_images[:batch].to(device), data.train_labels[:batch].to(device)
     notes = {"qucnn-triton": "QuConv2d(1, 8, 4, layers=3, backend='triton'), exact, autograd",
-             "qucnn-torch": "QuConv2d on the torch backend's own route (RoutePolicy(triton=False))",
+             "qucnn-torch": "QuConv2d on the fused engine (RoutePolicy(engine='fused'))",
              "torch-two-conv": "the same maps as two conv2d + autograd (plain torch), in the conv's place"}
     return [Case(impl, _step(module, x, y), batch, "images", notes[impl], sync=_sync(device), device=device)
             for impl, module in _layers(8, device).items()]
@@ -159,7 +159,7 @@ def _shot_cases(x: torch.Tensor, device: str, reference: dict) -> list[Case]:
                           else "torch.binomial on the exact maps", check=check, sync=sync, device=device))
     gen = torch.Generator(device=device).manual_seed(SEED)
     with torch.no_grad():
-        maps = QuConv2d(1, 8, 4, layers=3, backend=TorchBackend(RoutePolicy(triton=False)))
+        maps = QuConv2d(1, 8, 4, layers=3, backend=TorchBackend(RoutePolicy(engine="fused")))
         maps.load_state_dict(layers["qucnn-torch"].state_dict())
         fid = maps.to(device)(x)
     cases.append(Case("torch-binomial", lambda: estimate_z(fid, SHOTS, gen), x.shape[0], "images",

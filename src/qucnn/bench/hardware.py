@@ -25,7 +25,8 @@ from ..core.encoding import amplitude_encode, mottonen_ops
 from ..core.geometry import ConvSpec, unfold_patches
 from ..core.swap_test import data_wires
 from ..datasets import load_embedded_mnist
-from ..nn.gradients import shifted_thetas, valid_patches
+from ..core.windows import valid_patches
+from ..nn.gradients import shifted_thetas
 from ..nn.layer import QuConv2d
 from .runner import Case, skipped
 
@@ -50,7 +51,7 @@ def _exact(layer: QuConv2d, x: torch.Tensor, g: torch.Tensor, shots: int) -> tup
     (f * g).sum().backward()
     states = exact.ansatz.state(shifted_thetas(exact.theta.detach())[0])
     spec = ConvSpec.make(2, 2)
-    fid = get_backend("torch").state_maps(x, states.reshape(-1, states.shape[-1]), spec)[0]
+    fid = get_backend("torch").maps(x, states.reshape(-1, states.shape[-1]), spec)[0]
     fid = fid.reshape(2, -1, *f.shape)  # (2, P, B, O, H', W')
     valid = valid_patches(x, spec)
     var = (g**2 / 4 * (2 - fid[0] ** 2 - fid[1] ** 2) / shots * valid).sum((1, 3, 4)).T  # (O, P)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..backends.fused_fidelity import CPU_CHUNK_ELEMENTS as CHUNK_ELEMENTS
+from ..backends.policy import CPU_CHUNK_ELEMENTS as CHUNK_ELEMENTS
 from ..datasets import load_embedded_mnist
 from ..nn.layer import QuConv2d
 from .runner import skipped

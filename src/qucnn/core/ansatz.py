@@ -178,7 +178,7 @@ DENSE_LAYER_ELEMENTS = 1 << 15
 _TABLE_CACHE: dict[tuple[int, str, torch.dtype], tuple[Tensor, ...]] = {}
 
 
-def _device_tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
+def device_tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
     """:func:`_tables` as tensors on ``device``: ``src``, ``image``, ``flip`` and half the ring-permuted
     signs ``(2**n, n)`` in ``dtype`` (``(-1)**bit_q(src[i]) / 2``: ``Z_q`` seen after the ring)."""
     key = (n, str(device), dtype)
@@ -196,7 +196,7 @@ def _ansatz_forward(theta: Tensor, keep: bool) -> tuple[Tensor, bool, Tensor, Te
     layer's input state and the output, only when ``keep``."""
     b, layers, n, _ = theta.shape
     m = _layer_matrices(theta.transpose(0, 1))  # (L, B, n, 2, 2)
-    src = _device_tables(n, theta.device, theta.dtype)[0]
+    src = device_tables(n, theta.device, theta.dtype)[0]
     dense = b * layers * 4**n <= DENSE_LAYER_ELEMENTS
     if dense:
         mats = _layer_unitaries(m, src)
@@ -225,7 +225,7 @@ class _AnsatzState(torch.autograd.Function):
     @staticmethod
     def forward(ctx, theta: Tensor) -> Tensor:
         state, ctx.dense, mats, psis = _ansatz_forward(theta, keep=True)
-        _, image, flip, signs = _device_tables(theta.shape[2], theta.device, theta.dtype)
+        _, image, flip, signs = device_tables(theta.shape[2], theta.device, theta.dtype)
         ctx.save_for_backward(mats, psis, image, flip, signs, theta)
         return state
 
@@ -274,4 +274,4 @@ def ansatz_state(theta: Tensor) -> Tensor:
     return _ansatz_forward(theta, keep=False)[0]
 
 
-__all__ = ["DENSE_LAYER_ELEMENTS", "FilterAnsatz", "PARAMETER_GATES", "STATE_METHODS", "ansatz_state", "ring_pairs"]
+__all__ = ["DENSE_LAYER_ELEMENTS", "FilterAnsatz", "PARAMETER_GATES", "STATE_METHODS", "ansatz_state", "device_tables", "ring_pairs"]

@@ -30,9 +30,17 @@ MEMORY_FRACTION = 0.5
 
 
 def free_bytes(device: torch.device) -> int:
-    """Free memory on ``device`` in bytes (8 GiB when the platform does not say)."""
+    """Memory on ``device`` a new allocation can take, in bytes: CUDA's free device memory; on the CPU Linux's
+    ``MemAvailable`` (free memory plus what the page cache would give back), else the free pages, else 8 GiB."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not every platform exposes sysconf

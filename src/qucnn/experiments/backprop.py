@@ -100,11 +100,11 @@ def run_backprop(config: Config) -> dict:
 
     # exact references: autograd of L = g F, and the shifted fidelities F+- of every parameter
     theta_req = theta.clone().requires_grad_(True)
-    fid = backend.fidelity(x, theta_req, spec)[0][0, 0, 0, 0]
+    fid = backend.maps(x, backend.filter_states(theta_req), spec)[0][0, 0, 0, 0]
     (exact,) = torch.autograd.grad(g * fid, theta_req)
     exact, fid = exact.reshape(-1), fid.detach()
     shifted = ansatz.state(gradients.shifted_thetas(theta)[0])  # (2, P, 1, d)
-    f_shift = backend.state_maps(x, shifted.reshape(-1, 16), spec)[0].reshape(2, -1)
+    f_shift = backend.maps(x, shifted.reshape(-1, 16), spec)[0].reshape(2, -1)
     data_state = x.reshape(1, -1) / x.norm()
     eq15 = swap_test_circuit(data_state, ansatz.state(theta), upstream=g / SCALE_C)
     checks = {

@@ -220,7 +220,8 @@ class ShotSampler:
 
         valid = patches.abs().sum(-1) > 0
         if self.backend == "torch":
-            return get_backend("torch").sample(expectation, valid.to(expectation.device), shots, self.generator)
+            estimates = get_backend("torch").sample(expectation, shots, self.generator)
+            return torch.where(valid.to(expectation.device), estimates, torch.zeros_like(estimates))
         kwargs: dict[str, Any] = {"upstream": None if upstream is None else upstream.detach().cpu(),
                                   "noise_model": self.noise_model, "seed": self.seed + self.calls}
         if "method" in inspect.signature(self.hook).parameters:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backends import get_backend
-from ..backends.windows import squared_norms
+from ..core.windows import squared_norms
 from ..core.encoding import svd_unitary
 from ..core.gates import Op
 from ..core.geometry import ConvSpec
@@ -170,7 +170,7 @@ def run_forward(config: Config) -> dict:
 
     images = data.test_images[:IMAGES].to(device, torch.float64)
     spec = ConvSpec.make(KERNEL)
-    exact = get_backend("torch").state_maps(images, state[None], spec)[0][:, 0]  # (B, 25, 25)
+    exact = get_backend("torch").maps(images, state[None], spec)[0][:, 0]  # (B, 25, 25)
     norms = squared_norms(images, spec)[:, 0]
     valid = norms > 0
     conv = F.conv2d(images, classical.weight.to(device)[None, None])[:, 0]  # Eq. 1, no bias

@@ -1,9 +1,9 @@
 """What a quantum computer would have run: :class:`QuantumCost` per call and a :class:`CostLedger` of them.
 
 Every forward and backward of a QuCNN layer records the circuits it needs, their qubits and their shots
-(``shots=None``: the expectations were exact, i.e. infinitely many shots). In ``gradient="autograd"`` mode
-the backward is recorded as what a quantum computer would need for the same gradient by parameter shift
-(2 circuits per angle and non-zero patch), marked exact. Circuit counts computed on a device stay device
+(``shots=None``: the expectations were exact, i.e. infinitely many shots). A backward is recorded when it
+runs, not at the forward. In ``gradient="autograd"`` mode it is recorded as what a quantum computer would need
+for the same gradient by parameter shift (2 circuits per angle and non-zero patch), marked exact. Circuit counts computed on a device stay device
 tensors until a cost is read, so counting never makes a GPU forward wait for the host.
 
 Example:

@@ -4,7 +4,7 @@ matter?".
 In exact simulation a QuCNN filter computes ``|<f|x>|^2 = |sum_p conj(f_p) x_p|^2 / ||x||^2`` with ``f``
 restricted to the states the Fig. 1 ansatz reaches (``2 n L`` angles). This module computes the same map
 with ``f = w / ||w||`` for a free complex vector ``w`` per filter, through the same fused maps of the torch
-backend (:meth:`~qucnn.backends.simulated.SimulatorBackend.state_maps`), so any difference between a network
+backend (:meth:`~qucnn.backends.SimulatorBackend.maps`), so any difference between a network
 with :class:`~qucnn.nn.QuConv2d` and one with this layer is the ansatz' constraint and nothing else. It is a
 classical layer: no circuits, no cost ledger.
 
@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from ..backends.registry import get_backend
 from ..core.geometry import ConvSpec
 from ..utils.checks import UsageError, positive_int
-from .functional import _check_input
+from ..utils.devices import autocast_off
+from .functional import check_input
 
 
 class FreeFidelity2d(nn.Module):
@@ -71,9 +72,10 @@ class FreeFidelity2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``|<w_i/|w_i| | x_patch/|x_patch|>|^2`` for every filter and patch: ``(N, out_channels, H', W')``."""
-        x = _check_input(x, self.in_channels)
+        x = check_input(x, self.in_channels)
         self._spec.check_fits(*x.shape[-2:])
-        return get_backend("torch").state_maps(x, self.states(), self._spec)[0]
+        with autocast_off(x.device):
+            return get_backend("torch").maps(x, self.states(), self._spec)[0]
 
 
 __all__ = ["FreeFidelity2d"]

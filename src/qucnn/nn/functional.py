@@ -3,17 +3,23 @@
 ``y[b, o, r, c] = |<f(theta_o) | x_(b, r, c)>|^2`` (Eq. 3): the SWAP-test fidelity of filter state
 ``f(theta_o) = U(theta_o)|0>`` (the Fig. 1 ansatz) with the amplitude-encoded patch at ``(r, c)``. All-zero
 patches have no quantum state; their output is 0 and no circuit is run or counted. Everything quantum goes
-through one backend (:mod:`qucnn.backends`); this function validates its arguments once, turns ``nn.Conv2d``
-padding into what the backends take, wires the gradient mode into autograd and records the cost.
+through one backend (:mod:`qucnn.backends`). This module does the caller's bookkeeping: it validates once, asks
+the backend for the engine of the call once (:meth:`~qucnn.backends.Backend.resolve`), wires the gradient mode
+into autograd, and counts the circuits, qubits and shots from the data (all-zero patches, masks, deltas).
 
 Gradient modes (``gradient=``):
 
-- ``"autograd"``: exact gradients of the expectation (a differentiable backend; for a circuit backend, the
-  gradient of the simulated expectation). Supports double backward. With ``shots``, the forward returns
-  shot estimates and the backward the expectation's gradient (straight-through).
+- ``"autograd"``: exact gradients of the expectation, by differentiating the engine's own maps (double backward
+  where they support it). With ``shots``, the forward returns shot estimates and the backward the expectation's
+  gradient (straight-through). A circuit backend has no maps: its expectation's gradient is the ``"torch"``
+  backend's classical simulation of the same circuits.
 - ``"parameter-shift"``, ``"entanglement"``, ``"sampled"``: ``theta``'s gradient estimated from circuits on the
   backend (:mod:`qucnn.nn.gradients`), with ``gradient_shots`` per circuit or a ``gradient_budget``; ``x``'s
   gradient is the exact classical one. Not differentiable twice (``create_graph=True`` raises).
+
+Cost: the forward records ``O`` circuits per patch that is not all zero; the backward is recorded when it runs
+(``gradient="autograd"``: what parameter shift would need for the same gradient, 2 circuits per angle and
+patch, marked exact).
 
 Under ``torch.compile`` the layer runs as one opaque eager region (its fused kernels are already one node
 each); the rest of the model compiles around it.
@@ -27,89 +33,116 @@ Example:
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from ..backends.base import Backend, Filters
+from ..backends.base import Backend, Filters, Result
 from ..backends.registry import get_backend
+from ..backends.simulator import SimulatorBackend
 from ..core.geometry import ConvSpec
-from ..utils.checks import UsageError, check_finite, check_shots, one_of, optional_positive_int
+from ..core.windows import valid_patches
+from ..utils.checks import UsageError, check_finite
+from ..utils.devices import autocast_off
 from . import gradients
 from .cost import CostLedger, QuantumCost
-
-GRADIENT_MODES = ("autograd", "parameter-shift", "entanglement", "sampled")
-#: Gradient modes whose circuits take ``gradient_shots`` shots each.
-SHOT_GRADIENTS = ("parameter-shift", "entanglement")
+from .memory import check_memory
+from .settings import GRADIENT_MODES, SHOT_GRADIENTS, QuantumSettings
 
 
 @dataclass(frozen=True)
-class _Run:
-    """What the quantum-side backward needs: settings and the ledger, never a module."""
+class _Call:
+    """What one call's quantum-side backward needs: the engine, the settings and the ledger, never a module."""
 
-    backend: Backend
+    engine: Backend
     spec: ConvSpec
-    shots: int | None
-    gradient: str
-    gradient_shots: int | None
-    gradient_budget: int | None
-    generator: torch.Generator | None
+    settings: QuantumSettings
     ledger: CostLedger | None
-    info: dict = field(default_factory=dict)  # the forward's wall time, for the ledger
+    valid: Tensor
+    info: dict = field(default_factory=dict)
 
 
-def _exact_backend(backend: Backend) -> Backend:
-    """The backend whose exact, differentiable maps give input gradients: ``backend`` or the torch simulator."""
-    return backend if backend.differentiable else get_backend("torch")
+def _checked_result(result, backend: Backend, method: str) -> Result:
+    if not isinstance(result, Result):
+        raise TypeError(f"backend {backend.name!r} ({type(backend).__name__}).{method} returned "
+                        f"{type(result).__name__}, expected a qucnn.backends.Result")
+    return result
+
+
+def _checked_maps(out, engine: SimulatorBackend, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, Tensor) for t in out)):
+        raise TypeError(f"backend {engine.name!r} ({type(engine).__name__}).maps returned {type(out).__name__}, "
+                        "expected a pair of tensors (F, valid)")
+    fid, valid = out
+    if tuple(fid.shape) != shape or tuple(valid.shape) != (shape[0], 1) + shape[2:]:
+        raise TypeError(f"backend {engine.name!r} ({type(engine).__name__}).maps returned F {tuple(fid.shape)} and "
+                        f"valid {tuple(valid.shape)}, expected {shape} and {(shape[0], 1) + shape[2:]}")
+    return fid, valid
+
+
+def _classical(engine: Backend, x: Tensor, filters: int, taps: int) -> SimulatorBackend:
+    """The engine whose exact maps give the classical gradients: ``engine`` when it simulates, else torch's."""
+    if isinstance(engine, SimulatorBackend):
+        return engine
+    return get_backend("torch").resolve(x.device, filters, taps)
 
 
 class _QuantumGradient(torch.autograd.Function):
-    """Forward: the backend's expectations (exact or shots). Backward: ``theta``'s gradient from a quantum-side
-    estimator on the same backend, ``x``'s the exact classical one."""
+    """Forward: the engine's expectations (exact or shots). Backward: ``theta``'s gradient from a quantum-side
+    estimator on the same engine, ``x``'s the exact classical one."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, theta: Tensor, run: _Run):
-        res = run.backend.expectations(x, Filters(theta=theta.detach()[None]), run.spec, shots=run.shots,
-                                       generator=run.generator)
-        run.info["wall_s"] = res.wall_s
+    def forward(ctx, x: Tensor, theta: Tensor, call: _Call):
+        tic = time.perf_counter()
+        res = _checked_result(call.engine.expectations(x, Filters(theta=theta.detach()[None]), call.spec,
+                                                       shots=call.settings.shots, generator=call.settings.generator),
+                              call.engine, "expectations")
+        call.info["wall_s"] = time.perf_counter() - tic
         ctx.save_for_backward(x, theta)
-        ctx.run = run
-        circuits = torch.as_tensor(res.circuits, device=x.device)
-        ctx.mark_non_differentiable(circuits)
-        return res.values[0].to(x.dtype), circuits
+        ctx.call = call
+        return res.values[0].to(x.dtype)
 
     @staticmethod
-    def backward(ctx, g: Tensor, _circuits_grad):
-        run: _Run = ctx.run
+    def backward(ctx, g: Tensor):
+        call: _Call = ctx.call
+        settings = call.settings
         if torch.is_grad_enabled():
-            raise UsageError(f"gradient={run.gradient!r} estimates theta's gradient from circuits, which cannot be "
-                             "differentiated again; create_graph=True (double backward) needs gradient='autograd'")
+            raise UsageError(f"gradient={settings.gradient!r} estimates theta's gradient from circuits, which cannot "
+                             "be differentiated again; create_graph=True (double backward) needs gradient='autograd'")
         x, theta = ctx.saved_tensors
         grad_x = grad_theta = None
-        if ctx.needs_input_grad[0]:
-            with torch.enable_grad():
-                xd = x.detach().requires_grad_(True)
-                fid = _exact_backend(run.backend).fidelity(xd, theta.detach(), run.spec)[0]
-                (grad_x,) = torch.autograd.grad(fid, xd, g)
-        if ctx.needs_input_grad[1]:
-            xs, ts, gs = x.detach(), theta.detach(), g.detach()
-            tic = time.perf_counter()
-            if run.gradient == "sampled":
-                est = gradients.sampled(run.backend, xs, ts, run.spec, gs, run.gradient_budget, run.generator)
-            else:
-                est = gradients.ESTIMATORS[run.gradient](run.backend, xs, ts, run.spec, gs, run.gradient_shots,
-                                                         run.generator)
-            if run.ledger is not None:
-                per_circuit = None if est.shots is None else run.gradient_shots if run.gradient in SHOT_GRADIENTS else 1
-                wall = None if run.backend.exact else time.perf_counter() - tic  # circuit backends: real jobs
-                run.ledger.record_count("backward", est.circuits, 1, est.qubits, per_circuit, wall)
-            grad_theta = est.grad.reshape(theta.shape).to(theta.dtype)
-        return grad_x, grad_theta, None
+        with autocast_off(x.device):
+            if ctx.needs_input_grad[0]:
+                classical = _classical(call.engine, x, theta.shape[0], call.spec.patch_size(x.shape[1]))
+                with torch.enable_grad():
+                    xd = x.detach().requires_grad_(True)
+                    fid = classical.maps(xd, classical.filter_states(theta.detach()), call.spec)[0]
+                    (grad_x,) = torch.autograd.grad(fid, xd, g)
+            if ctx.needs_input_grad[1]:
+                grad_theta = _estimate(call, x.detach(), theta.detach(), g.detach()).reshape(theta.shape)
+        return grad_x, None if grad_theta is None else grad_theta.to(theta.dtype), None
 
 
-def _check_theta(theta: Tensor, channels: int, spec: ConvSpec, layers: int | None) -> None:
+def _estimate(call: _Call, x: Tensor, theta: Tensor, g: Tensor) -> Tensor:
+    settings = call.settings
+    tic = time.perf_counter()
+    if settings.gradient == "sampled":
+        est = gradients.sampled(call.engine, x, theta, call.spec, g, settings.gradient_budget, settings.generator,
+                                valid=call.valid)
+    else:
+        est = gradients.ESTIMATORS[settings.gradient](call.engine, x, theta, call.spec, g, settings.gradient_shots,
+                                                      settings.generator, valid=call.valid)
+    if call.ledger is not None:
+        per_circuit = None if est.shots is None else \
+            settings.gradient_shots if settings.gradient in SHOT_GRADIENTS else 1
+        wall = None if call.engine.exact else time.perf_counter() - tic  # circuit backends: real jobs
+        call.ledger.record_count("backward", est.circuits, 1, est.qubits, per_circuit, wall)
+    return est.grad
+
+
+def check_theta(theta: Tensor, channels: int, spec: ConvSpec, layers: int | None = None) -> None:
+    """``TypeError``/``UsageError`` unless ``theta`` is a real float tensor ``(O, L, n, 2)`` for ``channels``."""
     if not isinstance(theta, Tensor):
         raise TypeError(f"theta must be a torch.Tensor, got {type(theta).__name__}")
     if not theta.is_floating_point():
@@ -122,7 +155,8 @@ def _check_theta(theta: Tensor, channels: int, spec: ConvSpec, layers: int | Non
         raise UsageError(f"layers={layers} but theta has {theta.shape[1]} layer(s) (shape {tuple(theta.shape)})")
 
 
-def _check_input(x: Tensor, channels: int | None = None) -> Tensor:
+def check_input(x: Tensor, channels: int | None = None) -> Tensor:
+    """``x`` if it is a real float tensor ``(B, C, H, W)`` (with ``channels`` channels, when given)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"quconv2d expects a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
@@ -140,10 +174,10 @@ _OPAQUE: list = []
 
 
 def _opaque():
-    """``quconv2d`` as a region that ``torch.compile`` runs eagerly (made on first use: building it imports
+    """:func:`convolve` as a region that ``torch.compile`` runs eagerly (made on first use: building it imports
     dynamo, which would double the import time of qucnn)."""
     if not _OPAQUE:
-        _OPAQUE.append(torch.compiler.disable(quconv2d))
+        _OPAQUE.append(torch.compiler.disable(convolve))
     return _OPAQUE[0]
 
 
@@ -165,7 +199,7 @@ def quconv2d(x: Tensor, theta: Tensor, kernel_size, stride=1, padding=0, *, dila
         padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``, as ``nn.Conv2d``.
         layers: if given, checked against ``theta.shape[1]``.
         shots: ``None`` for exact fidelities, or ``S`` shots per output.
-        gradient: one of :data:`GRADIENT_MODES` (see the module docstring).
+        gradient: one of :data:`~qucnn.nn.settings.GRADIENT_MODES` (see the module docstring).
         gradient_shots: shots per gradient circuit (``parameter-shift``, ``entanglement``; ``None``: exact).
         gradient_budget: total single-shot circuits per backward for ``gradient="sampled"``.
         generator: ``torch.Generator`` for every shot draw (seeded runs).
@@ -174,86 +208,78 @@ def quconv2d(x: Tensor, theta: Tensor, kernel_size, stride=1, padding=0, *, dila
 
     Returns:
         ``(B, O, H', W')`` (or ``(O, H', W')``) in ``x``'s dtype, with ``nn.Conv2d``'s output size; 0 on
-        all-zero patches.
+            all-zero patches.
     """
-    if _is_compiling():  # one opaque eager region inside a compiled model
-        return _opaque()(x, theta, kernel_size, stride, padding, dilation=dilation, padding_mode=padding_mode,
-                         layers=layers, shots=shots, gradient=gradient, gradient_shots=gradient_shots,
-                         gradient_budget=gradient_budget, generator=generator, backend=backend, cost=cost)
     spec = ConvSpec.make(kernel_size, stride, padding, dilation, padding_mode)
+    settings = QuantumSettings(shots, gradient, gradient_shots, gradient_budget, generator)
+    if layers is not None and isinstance(theta, Tensor) and theta.dim() == 4 and theta.shape[1] != layers:
+        raise UsageError(f"layers={layers} but theta has {theta.shape[1]} layer(s) (shape {tuple(theta.shape)})")
+    return convolve(x, theta, spec, settings, get_backend(backend), cost)
+
+
+def convolve(x: Tensor, theta: Tensor, spec: ConvSpec, settings: QuantumSettings, backend: Backend,
+             cost: CostLedger | None = None) -> Tensor:
+    """:func:`quconv2d` with its geometry, settings and backend already made (what ``QuConv2d.forward`` calls):
+    checks ``x`` and ``theta``, then runs the call. Same shapes and returns as :func:`quconv2d`."""
+    if _is_compiling():  # one opaque eager region inside a compiled model
+        return _opaque()(x, theta, spec, settings, backend, cost)
     unbatched = isinstance(x, Tensor) and x.dim() == 3
-    x = _check_input(x.unsqueeze(0) if unbatched else x)
-    _check_theta(theta, x.shape[1], spec, layers)
+    x = check_input(x.unsqueeze(0) if unbatched else x)
+    check_theta(theta, x.shape[1], spec)
     spec.check_fits(*x.shape[-2:])
-    shots = check_shots(shots)
-    one_of(gradient, GRADIENT_MODES, "gradient")
-    gradient_shots = check_shots(gradient_shots, "gradient_shots")
-    gradient_budget = optional_positive_int(gradient_budget, "gradient_budget")
-    be = get_backend(backend)
-    if shots is None and not be.exact:
-        raise UsageError(f"backend {be.name!r} runs circuits and has no exact mode: give shots (e.g. shots=1000)")
-    if gradient in SHOT_GRADIENTS and gradient_shots is None and not be.exact:
-        raise UsageError(f"gradient={gradient!r} on backend {be.name!r} needs gradient_shots")
-    if gradient == "sampled" and gradient_budget is None:
-        raise UsageError("gradient='sampled' needs gradient_budget (total shots per backward), got None")
-    _warn_unused(gradient, gradient_shots, gradient_budget, theta)
-    check_finite(x, "quconv2d input")
-    out = _quconv2d(x, theta, spec, be, shots, gradient, gradient_shots, gradient_budget, generator, cost)
+    settings.check_with(backend.exact, backend.name, theta[0].numel(), theta.shape[0])
+    if x.device.type == "meta" or theta.device.type == "meta":  # shape inference only
+        out = torch.empty((x.shape[0], theta.shape[0]) + spec.output_size(*x.shape[-2:]), dtype=x.dtype,
+                          device="meta")
+    else:
+        check_finite(x, "quconv2d input")
+        with autocast_off(x.device):
+            out = _run(x, theta, spec, settings, backend, cost)
     return out.squeeze(0) if unbatched else out
 
 
-def _warn_unused(gradient: str, gradient_shots: int | None, gradient_budget: int | None, theta: Tensor) -> None:
-    if gradient_shots is not None and gradient not in SHOT_GRADIENTS:
-        warnings.warn(f"gradient_shots={gradient_shots} is ignored with gradient={gradient!r}; it applies to "
-                      f"{' and '.join(SHOT_GRADIENTS)}", UserWarning, stacklevel=4)
-    if gradient_budget is not None and gradient != "sampled":
-        warnings.warn(f"gradient_budget={gradient_budget} is ignored with gradient={gradient!r}; it applies to "
-                      "gradient='sampled'", UserWarning, stacklevel=4)
-    elif gradient == "sampled" and gradient_budget < 2 * theta[0].numel() * theta.shape[0]:
-        warnings.warn(f"gradient_budget={gradient_budget} is below the {2 * theta.numel()} circuits that reach every "
-                      f"angle's two shifts once ({theta.shape[0]} filters x {theta[0].numel()} angles x 2): most "
-                      "gradient entries get no sample and the estimate is very noisy", UserWarning, stacklevel=4)
-
-
-def _quconv2d(x: Tensor, theta: Tensor, spec: ConvSpec, be: Backend, shots: int | None, gradient: str,
-              gradient_shots: int | None, gradient_budget: int | None, generator: torch.Generator | None,
-              cost: CostLedger | None) -> Tensor:
-    o, n = theta.shape[0], theta.shape[2]
-    forward_qubits = 2 * n + 1
-    x, spec = spec.prepare(x)
+def _run(x: Tensor, theta: Tensor, spec: ConvSpec, settings: QuantumSettings, backend: Backend,
+         cost: CostLedger | None) -> Tensor:
+    o, taps = theta.shape[0], spec.patch_size(x.shape[1])
+    qubits = 2 * theta.shape[2] + 1
     if x.shape[0] == 0:  # an empty shard (data parallelism): nothing runs; theta gets a zero gradient
         if cost is not None:
             cost.record("forward", QuantumCost())
-            cost.record("backward", QuantumCost())
         return x.new_zeros((0, o) + spec.output_size(*x.shape[-2:])) + 0 * theta.sum().to(x.dtype)
-    if gradient != "autograd":
-        run = _Run(be, spec, shots, gradient, gradient_shots, gradient_budget, generator, cost)
-        out, circuits = _QuantumGradient.apply(x, theta, run)
+    check_memory(x, theta, spec)
+    engine = backend.resolve(x.device, o, taps)
+    if settings.gradient != "autograd":
+        call = _Call(engine, spec, settings, cost, valid_patches(x, spec))
+        out = _QuantumGradient.apply(x, theta, call)
         if cost is not None:
-            cost.record_count("forward", circuits, 1, forward_qubits, shots, run.info.get("wall_s"))
+            cost.record_count("forward", call.valid.sum(), o, qubits, settings.shots,
+                              None if engine.exact else call.info["wall_s"])
         return out
     needs_graph = torch.is_grad_enabled() and (x.requires_grad or theta.requires_grad)
-    if not be.differentiable or (shots is not None and not needs_graph):
-        res = be.expectations(x, Filters(theta=theta.detach()[None]), spec, shots=shots, generator=generator)
-        measured, circuits = res.values[0].to(x.dtype), res.circuits
-        if needs_graph:  # a circuit backend: the gradient is the simulated expectation's
-            exact = _exact_backend(be).fidelity(x, theta, spec)[0]
-            measured = measured + (exact - exact.detach())
-        out, count, per_count = measured, circuits, 1
-        wall_s = res.wall_s
+    wall = None
+    if isinstance(engine, SimulatorBackend) and (settings.shots is None or needs_graph):
+        shape = (x.shape[0], o) + spec.output_size(*x.shape[-2:])
+        out, valid = _checked_maps(engine.maps(x, engine.filter_states(theta), spec), engine, shape)
+        if settings.shots is not None:  # shot noise forward, the expectation's gradient backward
+            noisy = engine.sample(out.detach(), settings.shots, settings.generator)
+            out = torch.where(valid, noisy, torch.zeros_like(noisy)).to(out.dtype) + (out - out.detach())
     else:
-        fid, count, valid = be.fidelity(x, theta, spec, want_mask=shots is not None)
-        out, per_count, wall_s = fid, o, None
-        if shots is not None:  # shot noise forward, the expectation's gradient backward; S = 1 gives exact +-1
-            out = be.sample(fid.detach(), valid, shots, generator).to(fid.dtype) + (fid - fid.detach())
+        tic = time.perf_counter()
+        res = _checked_result(engine.expectations(x, Filters(theta=theta.detach()[None]), spec, shots=settings.shots,
+                                                  generator=settings.generator), engine, "expectations")
+        wall = None if engine.exact else time.perf_counter() - tic
+        out, valid = res.values[0].to(x.dtype), valid_patches(x, spec)
+        if needs_graph:  # a circuit backend: the gradient is the simulated expectation's
+            classical = _classical(engine, x, o, taps)
+            exact = classical.maps(x, classical.filter_states(theta), spec)[0]
+            out = out + (exact - exact.detach())
     if cost is not None:
-        cost.record_count("forward", count, per_count, forward_qubits, shots, wall_s)
-        if torch.is_grad_enabled() and theta.requires_grad:  # what parameter shift would need, exactly
-            patches = count if per_count == o else count // o
-            cost.record_count("backward", patches, 2 * theta.numel(), forward_qubits, None)
-        else:
-            cost.record("backward", QuantumCost())
+        count = valid.sum()
+        cost.record_count("forward", count, o, qubits, settings.shots, wall)
+        if out.requires_grad:
+            angles = 2 * theta.numel() if theta.requires_grad else 0
+            out.register_hook(lambda grad: cost.record_count("backward", count, angles, qubits, None) or grad)
     return out
 
 
-__all__ = ["GRADIENT_MODES", "SHOT_GRADIENTS", "quconv2d"]
+__all__ = ["GRADIENT_MODES", "SHOT_GRADIENTS", "check_input", "check_theta", "convolve", "quconv2d"]

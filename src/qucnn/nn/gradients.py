@@ -3,7 +3,7 @@
 All use the parameter-shift rule (Eq. 4-6), exact for rotations ``exp(-i t G / 2)`` with ``G**2 = 1``:
 ``dF/dt = (F(t + s) - F(t - s)) / (2 sin s)``, with each gate's registered shift ``s`` (``pi/2`` for RX and
 RZ). The circuits run on the backend (:meth:`~qucnn.backends.Backend.expectations`); the classical
-post-processing is here, and only here.
+post-processing and the count of the circuits run are here, and only here.
 
 - :func:`parameter_shift`: post-processed (Eq. 6): ``sum_j g_j (F+_j - F-_j) / (2 sin s)``, each ``F`` exact or
   estimated with ``shots`` (variance ``(1 - F^2) / S``).
@@ -20,7 +20,8 @@ post-processing is here, and only here.
   for angle ``t`` of filter ``o`` (``A_o`` its share of ``A``), for ``s = pi/2``.
 
 Circuits whose result is known without running them (an all-zero patch, or ``g_j = 0``) are not run and not
-counted.
+counted. ``x`` is as the user gave it (the backend applies ``spec``'s padding); ``valid``, when given, is
+:func:`qucnn.core.windows.valid_patches` of it, computed once per call by the layer.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ import torch
 from torch import Tensor
 
 from ..backends.base import Backend, Filters
-from ..backends.windows import prepare_input, squared_norms
 from ..core.ansatz import FilterAnsatz
 from ..core.geometry import ConvSpec, gather_patches
+from ..core.windows import valid_patches
 
 #: Shifted expectations ``(2, p, B, O, H', W')`` computed at once (bounds backward memory).
 CHUNK_ELEMENTS = 1 << 24
@@ -64,11 +65,6 @@ def shifted_thetas(theta: Tensor, params: Tensor | None = None) -> tuple[Tensor,
     return torch.stack([base + eye, base - eye]), 2 * torch.sin(shifts[index])
 
 
-def valid_patches(x: Tensor, spec: ConvSpec) -> Tensor:
-    """Which patches of ``x`` are not all zero: ``(B, 1, H', W')`` bool (a classical property of the data)."""
-    return squared_norms(prepare_input(x.detach()), spec) > 0
-
-
 def _blocks(x: Tensor, spec: ConvSpec, o: int, p: int):
     ho, wo = spec.output_size(*x.shape[-2:])
     per_param = 2 * x.shape[0] * o * ho * wo
@@ -80,30 +76,36 @@ def _param_index(params: Tensor | None, total: int, device: torch.device) -> Ten
     return torch.arange(total, device=device) if params is None else params.to(device)
 
 
+def _runs(x: Tensor, spec: ConvSpec, g: Tensor, valid: Tensor | None) -> Tensor:
+    """Outputs whose circuits run: the patch is not all zero and ``g != 0`` (a 0-dim int64 device tensor)."""
+    valid = valid_patches(x, spec) if valid is None else valid
+    return torch.count_nonzero(valid & (g != 0))
+
+
 def parameter_shift(backend: Backend, x: Tensor, theta: Tensor, spec: ConvSpec, g: Tensor,
                     shots: int | None = None, generator: torch.Generator | None = None,
-                    params: Tensor | None = None) -> Estimate:
+                    params: Tensor | None = None, valid: Tensor | None = None) -> Estimate:
     """Post-processed parameter shift (Eq. 6) of ``L`` with ``dL/dF = g`` ``(B, O, H', W')``: ``(O, P)``
     (angles outside ``params`` stay 0 and cost nothing)."""
     o, total = theta.shape[0], theta[0].numel()
     index = _param_index(params, total, theta.device)
     shifted, denom = shifted_thetas(theta, index)
     grad = torch.zeros(o, total, dtype=g.dtype, device=g.device)
-    circuits = torch.zeros((), dtype=torch.int64, device=g.device)
     wanted = g != 0
     for t0, t1 in _blocks(x, spec, o, len(index)):
         block = Filters(theta=shifted[:, t0:t1].reshape((-1, o) + theta.shape[1:]))
-        res = backend.expectations(x, block, spec, mask=wanted, shots=shots, generator=generator)
-        values = res.values.unflatten(0, (2, t1 - t0))
+        values = backend.expectations(x, block, spec, mask=wanted, shots=shots, generator=generator).values
+        values = values.unflatten(0, (2, t1 - t0))
         diff = (values[0] - values[1]).to(g.dtype) / denom[t0:t1].to(g.dtype).view(-1, 1, 1, 1, 1)
         grad[:, index[t0:t1]] = torch.einsum("pbohw,bohw->op", diff, g)
-        circuits = circuits + res.circuits
+    circuits = 2 * len(index) * _runs(x, spec, g, valid)
     return Estimate(grad, circuits, None if shots is None else circuits * shots, 2 * theta.shape[2] + 1)
 
 
 def entanglement(backend: Backend, x: Tensor, theta: Tensor, spec: ConvSpec, g: Tensor,
                  shots: int | None = None, generator: torch.Generator | None = None,
-                 scale: float | Tensor | None = None, params: Tensor | None = None) -> Estimate:
+                 scale: float | Tensor | None = None, params: Tensor | None = None,
+                 valid: Tensor | None = None) -> Estimate:
     """Entanglement-based backpropagation (Eq. 16-17) with ``c = scale`` (default ``max_j |g_j|``, which must
     bound every ``|g_j|``): ``(O, P)``."""
     o, total = theta.shape[0], theta[0].numel()
@@ -112,23 +114,22 @@ def entanglement(backend: Backend, x: Tensor, theta: Tensor, spec: ConvSpec, g: 
     c = g.abs().amax() if scale is None else torch.as_tensor(scale, dtype=g.dtype, device=g.device)
     delta = torch.where(c > 0, g / torch.where(c > 0, c, torch.ones_like(c)), torch.zeros_like(g))
     grad = torch.zeros(o, total, dtype=g.dtype, device=g.device)
-    circuits = torch.zeros((), dtype=torch.int64, device=g.device)
     for t0, t1 in _blocks(x, spec, o, len(index)):
         block = Filters(theta=shifted[:, t0:t1].reshape((-1, o) + theta.shape[1:]))
-        res = backend.expectations(x, block, spec, upstream=delta, shots=shots, generator=generator)
-        values = res.values.unflatten(0, (2, t1 - t0)).to(g.dtype)
+        values = backend.expectations(x, block, spec, upstream=delta, shots=shots, generator=generator).values
+        values = values.unflatten(0, (2, t1 - t0)).to(g.dtype)
         summed = (values[0] - values[1]).sum((1, 3, 4))  # (p, O)
         grad[:, index[t0:t1]] = (c * summed / denom[t0:t1].to(g.dtype)[:, None]).T
-        circuits = circuits + res.circuits
+    circuits = 2 * len(index) * _runs(x, spec, delta, valid)
     return Estimate(grad, circuits, None if shots is None else circuits * shots, 2 * theta.shape[2] + 2)
 
 
 def sampled(backend: Backend, x: Tensor, theta: Tensor, spec: ConvSpec, g: Tensor, budget: int,
-            generator: torch.Generator | None = None) -> Estimate:
+            generator: torch.Generator | None = None, valid: Tensor | None = None) -> Estimate:
     """Shot-frugal estimator: ``budget`` single-shot sign-only Eq. 17 circuits, importance-sampled by ``|g_j|``."""
     o, p = theta.shape[0], theta[0].numel()
     qubits = 2 * theta.shape[2] + 2
-    weights = (g.abs() * valid_patches(x, spec)).flatten()
+    weights = (g.abs() * (valid_patches(x, spec) if valid is None else valid)).flatten()
     grad = torch.zeros(o, p, dtype=g.dtype, device=g.device)
     total = weights.sum()
     if not bool(total > 0):  # nothing to sample from (a host read: this estimator draws on the host anyway)
@@ -148,7 +149,7 @@ def sampled(backend: Backend, x: Tensor, theta: Tensor, spec: ConvSpec, g: Tenso
     filters = Filters(theta=shifted, states=states).take((sign_idx * p + t) * o + f_idx)
     patches = gather_patches(x.detach(), spec, b, row, col)
     upstream = torch.sign(g.flatten()[j])
-    z = backend.circuits(patches, filters, upstream=upstream, shots=1, generator=generator).values
+    z = backend.circuit_expectations(patches, filters, upstream=upstream, shots=1, generator=generator).values
     shift_sign = 1 - 2 * sign_idx.to(z.dtype)  # + for theta + s, - for theta - s
     contrib = (total * p / budget) * shift_sign * z * (2 / denom[t].to(z.dtype))
     grad.view(-1).index_add_(0, f_idx * p + t, contrib.to(g.dtype))
@@ -165,4 +166,4 @@ def sampled_variance(g: Tensor, grad_exact: Tensor, valid: Tensor, n_params: int
 ESTIMATORS = {"parameter-shift": parameter_shift, "entanglement": entanglement}
 
 __all__ = ["CHUNK_ELEMENTS", "ESTIMATORS", "Estimate", "entanglement", "parameter_shift", "sampled",
-           "sampled_variance", "shifted_thetas", "valid_patches"]
+           "sampled_variance", "shifted_thetas"]

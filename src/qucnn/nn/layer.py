@@ -18,9 +18,13 @@ from ..backends.registry import get_backend
 from ..core.ansatz import FilterAnsatz
 from ..core.geometry import ConvSpec, unfold_encoded
 from ..core.swap_test import swap_test_circuit
-from ..utils.checks import UsageError, as_pair, check_shots, one_of, optional_positive_int, positive_int
+from ..utils.checks import UsageError, as_pair, positive_int
 from .cost import CostLedger, QuantumCost
-from .functional import GRADIENT_MODES, _check_input, quconv2d
+from .functional import check_input, convolve
+from .settings import QuantumSettings
+
+#: The attributes that make up :attr:`QuConv2d.settings`.
+SETTINGS = ("shots", "gradient", "gradient_shots", "gradient_budget", "generator")
 
 
 class QuConv2d(nn.Module):
@@ -80,11 +84,8 @@ class QuConv2d(nn.Module):
             raise UsageError(f"a patch needs at least 2 values to make a qubit state; in_channels * kh * kw = {m}")
         self.n_qubits = spec.n_qubits(self.in_channels)
         self.ansatz = FilterAnsatz(self.n_qubits, self.layers)
-        self.shots = shots
-        self.gradient = gradient
-        self.gradient_shots = gradient_shots
-        self.gradient_budget = gradient_budget
-        self.generator = generator
+        object.__setattr__(self, "settings", QuantumSettings(shots, gradient, gradient_shots, gradient_budget,
+                                                             generator))
         self.backend = backend
         self.theta = nn.Parameter(torch.empty(out_channels, self.layers, self.n_qubits, 2, device=device,
                                               dtype=dtype))
@@ -92,17 +93,22 @@ class QuConv2d(nn.Module):
         self.cost = CostLedger()
 
     # -- settings, validated on every assignment so a bad value never reaches forward ----------------
+    def __getattr__(self, name):
+        if name in SETTINGS:
+            return getattr(self.__dict__["settings"], name)
+        return super().__getattr__(name)
+
     def __setattr__(self, name, value):
-        if name in ("shots", "gradient_shots"):
-            value = check_shots(value, name)
-        elif name == "gradient":
-            one_of(value, GRADIENT_MODES, "gradient")
-        elif name == "gradient_budget":
-            value = optional_positive_int(value, "gradient_budget")
-        elif name == "backend":
-            get_backend(value)  # an unknown name fails here, not at the first forward
-        elif name == "generator" and value is not None and not isinstance(value, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(value).__name__}")
+        if name in SETTINGS:  # one frozen, validated object, replaced when a setting changes
+            object.__setattr__(self, "settings", self.settings.with_(**{name: value}))
+            return
+        if name == "settings":
+            if not isinstance(value, QuantumSettings):
+                raise TypeError(f"settings must be a QuantumSettings, got {type(value).__name__}")
+            object.__setattr__(self, name, value)
+            return
+        if name == "backend":
+            object.__setattr__(self, "_engine_backend", get_backend(value))  # an unknown name fails here
         super().__setattr__(name, value)
 
     def reset_parameters(self) -> None:
@@ -130,7 +136,7 @@ class QuConv2d(nn.Module):
 
     def filter_states(self) -> Tensor:
         """The filter states ``U(theta_i)|0>``: complex ``(out_channels, 2**n_qubits)``."""
-        return get_backend(self.backend).filter_states(self.theta)
+        return self._engine_backend.filter_states(self.theta)
 
     def output_shape(self, height: int, width: int) -> tuple[int, int]:
         """``(H', W')`` for an input of ``height x width``."""
@@ -157,17 +163,13 @@ class QuConv2d(nn.Module):
         if isinstance(x, Tensor) and x.dim() in (3, 4) and x.shape[-3] != self.in_channels:
             raise UsageError(f"QuConv2d expects {self.in_channels} input channel(s), got {x.shape[-3]} "
                              f"(input shape {tuple(x.shape)})")
-        return quconv2d(x, self.theta, self.kernel_size, self.stride, self.padding, dilation=self.dilation,
-                        padding_mode=self.padding_mode, layers=self.layers, shots=self.shots,
-                        gradient=self.gradient, gradient_shots=self.gradient_shots,
-                        gradient_budget=self.gradient_budget, generator=self.generator, backend=self.backend,
-                        cost=self.cost)
+        return convolve(x, self.theta, self._spec, self.settings, self._engine_backend, self.cost)
 
     # -- validation path ---------------------------------------------------------------------------
     def forward_circuit(self, x: Tensor) -> Tensor:
         """The same outputs from the full ``2n+1``-qubit SWAP-test circuit, simulated gate by gate for
         every (patch, filter) pair. Exact; for validation on small inputs only."""
-        x = _check_input(x, self.in_channels)
+        x = check_input(x, self.in_channels)
         d = 2**self.n_qubits
         patches = unfold_encoded(x, self._spec, d)  # (B, L, d)
         states = self.ansatz.state(self.theta.detach(), method="gates")

@@ -21,6 +21,7 @@ from torch import Tensor
 from ..backends.base import Filters
 from ..backends.qiskit_backend import QiskitBackend
 from ..core.encoding import amplitude_encode
+from ..core.windows import valid_patches
 from ..nn import gradients
 from ..nn.layer import QuConv2d
 from ..utils.checks import UsageError, check_finite, check_shots
@@ -104,7 +105,7 @@ def sample_swap_tests(data, filters, shots: int, upstream=None, noise_model=None
         if delta.shape[0] != x.shape[0] or bool(((delta < -1) | (delta > 1)).any()):
             raise UsageError(f"upstream must have shape ({x.shape[0]},) with values in [-1, 1], got "
                              f"shape {tuple(delta.shape)}, range [{float(delta.min())}, {float(delta.max())}]")
-    return backend.circuits(x, Filters(states=f), upstream=delta, shots=shots).values.to(torch.float64)
+    return backend.circuit_expectations(x, Filters(states=f), upstream=delta, shots=shots).values.to(torch.float64)
 
 
 class QiskitExecutor:
@@ -165,7 +166,7 @@ class QiskitExecutor:
         xp, spec, _ = self._check(layer, x)
         before = self.backend.jobs_run
         res = self.backend.expectations(xp, Filters(theta=layer.theta.detach().double()[None]), spec, shots=self.shots)
-        self._record(res.circuits, before)
+        self._record(valid_patches(xp, spec).sum() * layer.out_channels, before)
         return res.values[0].to(x.dtype)
 
     def gradient(self, layer, x: Tensor, upstream_grad: Tensor, method: str = "entanglement",

@@ -1,6 +1,9 @@
-"""One place that turns a user's ``--device`` string into a ``torch.device``."""
+"""Devices: a user's ``--device`` string as a ``torch.device``, whether reading back from a device is free, and a
+context without autocast."""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -31,3 +34,13 @@ def reads_back_freely(device: torch.device) -> bool:
     """Whether reading a value of a tensor on ``device`` back to Python costs nothing (the CPU): elsewhere it
     makes the host wait for the device, so code that must not synchronise takes another way there."""
     return device.type == "cpu"
+
+
+def autocast_off(device: torch.device):
+    """A context without autocast on ``device`` (a no-op context when autocast is off there already): exact
+    fidelities are computed in the input's own dtype, float32 at least."""
+    try:
+        on = torch.is_autocast_enabled(device.type)
+    except TypeError:  # torch < 2.4 takes no device type
+        on = torch.is_autocast_enabled() if device.type == "cuda" else torch.is_autocast_cpu_enabled()
+    return torch.autocast(device_type=device.type, enabled=False) if on else contextlib.nullcontext()

@@ -1,7 +1,7 @@
 """The ansatz kernels as a PyTorch operation: the filter states ``U(theta)|0>`` of angles ``(F, L, n, 2)``, one
 launch forward (:func:`ansatz_kernels.ansatz_kernel`) and one backward (the adjoint sweep,
 :func:`ansatz_kernels.ansatz_grad_kernel`); registers above
-:data:`~qucnn.backends.triton.ops.MAX_ANSATZ_DIM` amplitudes use the closed form in torch.
+:data:`~qucnn.backends.triton.plan.MAX_ANSATZ_DIM` amplitudes use the closed form in torch.
 
 Example (on a CUDA tensor, or on the CPU with ``TRITON_INTERPRET=1``)::
 
@@ -13,18 +13,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...core.ansatz import _device_tables, ansatz_state
+from ...core.ansatz import ansatz_state, device_tables
 from . import ansatz_kernels
-from .ops import ANSATZ_PER_THREAD, MAX_ANSATZ_DIM, WARPS, _acc, _pow2, check_device, interpreting
+from .ops import acc_type, check_device, interpreting
+from .plan import ANSATZ_PER_THREAD, MAX_ANSATZ_DIM, WARPS, pow2
 
 
 def _filter_block(filters: int, d: int, double: bool) -> tuple[int, int]:
     """``(FB, warps)`` of the ansatz kernels: ``FB`` filters per program, ``(FB, d, d)`` tiles within the
     per-thread budget (the interpreter: as many filters as there are, up to 256)."""
     if interpreting():
-        return max(1, min(256, _pow2(filters))), WARPS[0]
+        return max(1, min(256, pow2(filters))), WARPS[0]
     most = ANSATZ_PER_THREAD * 32 * WARPS[-1] // (2 if double else 1)
-    fb = max(1, min(_pow2(filters), most // (d * d)))
+    fb = max(1, min(pow2(filters), most // (d * d)))
     return fb, WARPS[0] if fb * d * d <= most * WARPS[0] // WARPS[-1] else WARPS[-1]
 
 
@@ -32,14 +33,14 @@ def _ansatz_launch(theta: Tensor, save: bool) -> tuple[Tensor, Tensor | None]:
     f, layers, n, _ = theta.shape
     d = 1 << n
     fb, warps = _filter_block(f, d, theta.dtype == torch.float64)
-    src = _device_tables(n, theta.device, theta.dtype)[0].to(torch.int32)
+    src = device_tables(n, theta.device, theta.dtype)[0].to(torch.int32)
     cdtype = torch.complex128 if theta.dtype == torch.float64 else torch.complex64
     out = torch.empty((f, d), dtype=cdtype, device=theta.device)
     psis = torch.empty((f, layers + 1, d, 2), dtype=theta.dtype, device=theta.device) if save else None
     ansatz_kernels.ansatz_kernel[(-(-f // fb),)](theta, src, torch.view_as_real(out), torch.view_as_real(out)
-                                                 if psis is None else psis, f, layers, N=n, N_PAD=_pow2(n), D=d,
+                                                 if psis is None else psis, f, layers, N=n, N_PAD=pow2(n), D=d,
                                                  FB=fb, SAVE=save,
-                                                 ACC=_acc(theta.dtype), num_warps=warps)
+                                                 ACC=acc_type(theta.dtype), num_warps=warps)
     return out, psis
 
 
@@ -60,14 +61,14 @@ class _Ansatz(torch.autograd.Function):
                 state = ansatz_state(theta)
             return torch.autograd.grad(state, theta, grad, create_graph=True)[0]
         f, layers, n, _ = theta.shape
-        signs = _device_tables(n, theta.device, theta.dtype)[3].contiguous()
-        src = _device_tables(n, theta.device, theta.dtype)[0].to(torch.int32)
+        signs = device_tables(n, theta.device, theta.dtype)[3].contiguous()
+        src = device_tables(n, theta.device, theta.dtype)[0].to(torch.int32)
         out = torch.empty_like(theta)
         cdtype = torch.complex128 if theta.dtype == torch.float64 else torch.complex64
         g = torch.view_as_real(grad.to(cdtype).resolve_conj().contiguous())
         fb, warps = _filter_block(f, 1 << n, theta.dtype == torch.float64)
         ansatz_kernels.ansatz_grad_kernel[(-(-f // fb),)](theta, src, signs, psis, g, out, f, layers, N=n,
-                                                          N_PAD=_pow2(n), D=1 << n, FB=fb, ACC=_acc(theta.dtype),
+                                                          N_PAD=pow2(n), D=1 << n, FB=fb, ACC=acc_type(theta.dtype),
                                                           num_warps=warps)
         return out
 

@@ -68,12 +68,12 @@ def _filter_rows(s_ptr, kc, K, ssk, sst, KC: tl.constexpr, M: tl.constexpr, M_PA
 
 
 @triton.jit
-def _tap(z, n, t, x_ptr, lane, y0, x0, live, sc, s_ptr, k, part, kmask, H, W, sxc, sxh, sxw, ssk, sst, DH, DW,
+def _tap(z, n, nl, t, x_ptr, lane, y0, x0, live, sc, s_ptr, k, part, kmask, H, W, sxc, sxh, sxw, ssk, sst, DH, DW,
          KH: tl.constexpr, KW: tl.constexpr, COMPLEX: tl.constexpr, HAS_SCALE: tl.constexpr, ACC: tl.constexpr,
-         PADDED: tl.constexpr):
+         PADDED: tl.constexpr, lift):
     """Add tap ``t`` (channel, kernel row, kernel column) of every window: ``z += w[:, t] x_t`` (an outer product of
-    the filter column and the lanes' values, in registers: no layout change, no shared memory) and
-    ``n += x_t^2``."""
+    the filter column and the lanes' values, in registers: no layout change, no shared memory), ``n += x_t^2``
+    and ``nl += (LIFT x_t)^2`` (the squares of faint patches, which ``n`` loses to underflow)."""
     ci = t // (KH * KW)
     ki = (t // KW) % KH
     kj = t % KW
@@ -90,20 +90,29 @@ def _tap(z, n, t, x_ptr, lane, y0, x0, live, sc, s_ptr, k, part, kmask, H, W, sx
         wt = tl.where(part == 1, -wt, wt)
     else:
         wt = tl.load(s_ptr + k * ssk + t * sst, mask=kmask & (part == 0), other=0.0).to(ACC)
-    return z + wt[:, None] * xt[None, :], n + xt * xt
+    xl = xt * lift
+    return z + wt[:, None] * xt[None, :], n + xt * xt, nl + xl * xl
 
 
 @triton.jit
-def forward_kernel(x_ptr, scale_ptr, s_ptr, out_ptr, valid_ptr, count_ptr, up_ptr, mask_ptr, key_ptr, tail_ptr,
+def _inverse_norms(n, nl, threshold, lift):
+    """``1 / ||x||`` from the squared norms ``n`` and the lifted ones ``nl`` (used where ``n`` is below
+    ``threshold``: see :data:`qucnn.core.windows.FAINT`), 0 for all-zero patches."""
+    plain = tl.where(n > 0, 1.0 / tl.sqrt(tl.where(n > 0, n, 1.0)), 0.0)
+    lifted = tl.where(nl > 0, lift / tl.sqrt(tl.where(nl > 0, nl, 1.0)), 0.0)
+    return tl.where(n < threshold, lifted, plain)
+
+
+@triton.jit
+def forward_kernel(x_ptr, scale_ptr, s_ptr, out_ptr, valid_ptr, up_ptr, mask_ptr, key_ptr, tail_ptr, faint_ptr,
                    B, K, O, H, W, WO, P, NKC, shots, sxb, sxc, sxh, sxw, ssk, sst, SH, SW, PH, PW, DH, DW,
                    KH: tl.constexpr, KW: tl.constexpr, M: tl.constexpr, M_PAD: tl.constexpr, KC: tl.constexpr,
                    BLOCK: tl.constexpr, COMPLEX: tl.constexpr, HAS_SCALE: tl.constexpr, WRITE_VALID: tl.constexpr,
-                   HAS_UP: tl.constexpr, HAS_MASK: tl.constexpr, SHOTS: tl.constexpr, COUNT_RUNS: tl.constexpr,
-                   ACC: tl.constexpr, PADDED: tl.constexpr, IDX64: tl.constexpr, UNROLL: tl.constexpr):
+                   HAS_UP: tl.constexpr, HAS_MASK: tl.constexpr, SHOTS: tl.constexpr, ACC: tl.constexpr,
+                   PADDED: tl.constexpr, IDX64: tl.constexpr, UNROLL: tl.constexpr):
     """Fidelities (or ``<Z_a>`` of the Eq. 15 circuit with upstream ``delta``, exact or from ``shots`` shots) of
     filters ``k = g O + o`` written to ``out[g, b, o, p]``; 0 where nothing runs (all-zero patch, ``delta = 0``,
-    outside ``mask``). ``count_ptr[pid]``: the patches that are not all zero (``COUNT_RUNS``: the circuits run).
-    ``IDX64``: the flattened positions need 64-bit integers (``B P >= 2**31``); else they are divided in 32 bits.
+    outside ``mask``); ``valid_ptr`` (``WRITE_VALID``): whether each patch is not all zero. ``IDX64``: the flattened positions need 64-bit integers (``B P >= 2**31``); else they are divided in 32 bits.
     ``UNROLL``: taps per loop step, unrolled (1, or ``KW``: a kernel row), which divides ``M``."""
     pid = tl.program_id(0)
     kc = pid % NKC
@@ -128,15 +137,19 @@ def forward_kernel(x_ptr, scale_ptr, s_ptr, out_ptr, valid_ptr, count_ptr, up_pt
         sc = tl.load(scale_ptr + b, mask=live, other=1.0).to(ACC)
     z = tl.zeros((2 * KC, BLOCK), dtype=ACC)
     n = tl.zeros((BLOCK,), dtype=ACC)
+    nl = tl.zeros((BLOCK,), dtype=ACC)
+    threshold = tl.load(faint_ptr)  # (threshold, lift) of qucnn.core.windows.FAINT, in ACC
+    lift = tl.load(faint_ptr + 1)
     # a loop over the taps, UNROLL at a time: their loads issue together while only their filter columns are
     # live (unrolling all 16 taps of a 4x4 patch spills registers)
     for step in range(M // UNROLL):
         for j in tl.static_range(UNROLL):
-            z, n = _tap(z, n, step * UNROLL + j, x_ptr, lane, y0, x0, live, sc, s_ptr, kr, part, kmask, H, W, sxc,
-                        sxh, sxw, ssk, sst, DH, DW, KH, KW, COMPLEX, HAS_SCALE, ACC, PADDED)
-    inv = tl.where(n > 0, 1.0 / tl.where(n > 0, n, 1.0), 0.0)
-    fid = tl.sum(tl.reshape(z * z, (KC, 2, BLOCK)), axis=1) * inv[None, :]
-    valid = n > 0
+            z, n, nl = _tap(z, n, nl, step * UNROLL + j, x_ptr, lane, y0, x0, live, sc, s_ptr, kr, part, kmask, H, W, sxc,
+                        sxh, sxw, ssk, sst, DH, DW, KH, KW, COMPLEX, HAS_SCALE, ACC, PADDED, lift)
+    isq = _inverse_norms(n, nl, threshold, lift)
+    zs = z * isq[None, :]  # normalised before squaring: the overlaps of a faint patch would underflow
+    fid = tl.sum(tl.reshape(zs * zs, (KC, 2, BLOCK)), axis=1)
+    valid = isq > 0
     k = kc * KC + tl.arange(0, KC)
     g = (k // O).to(tl.int64)
     o = (k % O).to(tl.int64)
@@ -160,14 +173,10 @@ def forward_kernel(x_ptr, scale_ptr, s_ptr, out_ptr, valid_ptr, count_ptr, up_pt
     first = (pos * 0 + kc) == 0  # the first filter chunk writes what does not depend on the filters
     if WRITE_VALID:
         tl.store(valid_ptr + items, valid.to(tl.int8), mask=live & first)
-    if COUNT_RUNS:
-        tl.store(count_ptr + pid, tl.sum(tl.sum(run.to(tl.int32), axis=1), axis=0))
-    else:
-        tl.store(count_ptr + pid, tl.sum((valid & live & first).to(tl.int32), axis=0))
 
 
 @triton.jit
-def backward_kernel(x_ptr, scale_ptr, s_ptr, g_ptr, part_ptr, a_ptr, e_ptr,
+def backward_kernel(x_ptr, scale_ptr, s_ptr, g_ptr, part_ptr, a_ptr, e_ptr, faint_ptr,
                     B, K, H, W, WO, P, NKC, NPROG, sxb, sxc, sxh, sxw, ssk, sst, sgb, sgk, sgh, sgw,
                     SH, SW, PH, PW, DH, DW, KH: tl.constexpr, KW: tl.constexpr, M: tl.constexpr,
                     M_PAD: tl.constexpr, KC: tl.constexpr, BLOCK: tl.constexpr, COMPLEX: tl.constexpr,
@@ -186,6 +195,8 @@ def backward_kernel(x_ptr, scale_ptr, s_ptr, g_ptr, part_ptr, a_ptr, e_ptr,
     kmask = k < K
     w = _filter_rows(s_ptr, kc, K, ssk, sst, KC, M, M_PAD, COMPLEX, ACC)
     acc = tl.zeros((2 * KC, M_PAD), dtype=ACC)
+    threshold = tl.load(faint_ptr)
+    lift = tl.load(faint_ptr + 1)
     for blk in range(pid // NKC, tl.cdiv(B * P, BLOCK), NPROG):
         if IDX64:
             items = (tl.zeros((BLOCK,), tl.int64) + blk) * BLOCK + tl.arange(0, BLOCK)
@@ -197,18 +208,19 @@ def backward_kernel(x_ptr, scale_ptr, s_ptr, g_ptr, part_ptr, a_ptr, e_ptr,
         xs = _patches(x_ptr, scale_ptr, b, pos, live, H, W, WO, sxb, sxc, sxh, sxw, SH, SW, PH, PW, DH, DW, KH, KW,
                       M, M_PAD, HAS_SCALE, ACC, PADDED)
         z = tl.dot(w, xs, input_precision="ieee")
-        n = tl.sum(xs * xs, axis=0)
-        inv = tl.where(n > 0, 1.0 / tl.where(n > 0, n, 1.0), 0.0)
+        xl = xs * lift
+        isq = _inverse_norms(tl.sum(xs * xs, axis=0), tl.sum(xl * xl, axis=0), threshold, lift)
         oy = pos // WO
         g_lane = b.to(tl.int64) * sgb + oy * sgh + (pos - oy * WO) * sgw
         g = tl.load(g_ptr + ((k.to(tl.int64) * sgk)[:, None] + g_lane[None, :]), mask=kmask[:, None] & live[None, :],
                     other=0.0).to(ACC)
-        a = 2.0 * g * z * inv[None, :]
+        a = 2.0 * g * (z * isq[None, :]) * isq[None, :]
         acc += tl.dot(a, tl.trans(xs), input_precision="ieee")
         if NEED_X:
             a_offs = ((kc * 2 * KC + rows).to(tl.int64) * P)[:, None] + (b.to(tl.int64) * 2 * K * P + pos)[None, :]
             tl.store(a_ptr + a_offs, a, mask=kmask[:, None] & live[None, :])
-            e = 2.0 * inv * inv * tl.sum(g * z * z, axis=0)
+            zs = z * isq[None, :]
+            e = 2.0 * isq * isq * tl.sum(g * zs * zs, axis=0)
             tl.store(e_ptr + kc.to(tl.int64) * B * P + items, e, mask=live)
     offs = pid * (2 * KC * M_PAD) + rows[:, None] * M_PAD + tl.arange(0, M_PAD)[None, :]
     tl.store(part_ptr + offs, acc)

@@ -1,0 +1,110 @@
+"""Backends that simulate exactly: one method, :meth:`SimulatorBackend.maps`, makes a complete backend.
+
+A simulator's SWAP test is ``F = |<f|x>|^2`` in closed form (Eq. 2; the full circuit gives the same number to
+rounding, which the tests check gate by gate and against Qiskit), and an ``S``-shot run draws
+``n0 ~ Binomial(S, (1 + <Z_a>) / 2)``: the same distribution as running the circuit ``S`` times. From the exact
+fidelity maps this class derives the whole protocol: exact and shot expectations of the SWAP test and of the
+Eq. 15 circuit (so every gradient estimator runs on it), and the individual circuits of the sampled estimator.
+The layer differentiates the maps themselves in ``gradient="autograd"`` (forward and backward are the
+backend's own, double backward where its maps support it).
+
+Hooks a subclass may override for speed (the base class calls them; they never call back up):
+:meth:`~SimulatorBackend.filter_states` (the closed-form ansatz by default), :meth:`~SimulatorBackend.sample`
+(exact binomial draws by default) and, as a whole, :meth:`~SimulatorBackend.expectations` (e.g. one fused
+launch).
+
+Example: a complete exact backend in a few lines, with :func:`qucnn.core.geometry.unfold_encoded`::
+
+    class Plain(SimulatorBackend):
+        name = "plain"
+
+        def maps(self, x, states, spec):
+            d = states.shape[-1]
+            patches = unfold_encoded(x.to(states.real.dtype), spec, d)     # (B, L, d), zero rows: all-zero
+            overlap = patches.to(states.dtype) @ states.conj().T             # (B, L, K)
+            fid = (overlap.abs() ** 2).transpose(1, 2)                       # (B, K, L)
+            ho, wo = spec.output_size(*x.shape[-2:])
+            valid = patches.abs().sum(-1) > 0
+            return fid.unflatten(2, (ho, wo)).to(x.dtype), valid.view(-1, 1, ho, wo)
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from torch import Tensor
+
+from ..core.encoding import amplitude_encode
+from ..core.geometry import ConvSpec
+from ..core.swap_test import estimate_z
+from ..core.windows import compute_dtype
+from .base import Backend, Filters, Result
+
+
+class SimulatorBackend(Backend):
+    """A backend that simulates exactly. Subclasses implement :meth:`maps`; everything else follows."""
+
+    exact = True
+
+    @abc.abstractmethod
+    def maps(self, x: Tensor, states: Tensor, spec: ConvSpec) -> tuple[Tensor, Tensor]:
+        """Exact fidelity maps of every patch of ``x`` with every filter state.
+
+        Args:
+            x: real images ``(B, C, H, W)`` exactly as the user gave them: apply ``spec``'s padding (any
+                ``padding_mode``) with :meth:`qucnn.core.geometry.ConvSpec.prepare`.
+            states: unit filter states ``(K, d)``, complex or real, ``d >= C kh kw`` (amplitudes past the patch
+                meet the zero padding of the encoding).
+            spec: the window geometry.
+
+        Returns:
+            ``(F, valid)``: ``F`` ``(B, K, H', W')`` in ``x``'s dtype, 0 for all-zero patches, differentiable in
+            ``x`` and ``states`` (by autograd or the backend's own ``autograd.Function``); ``valid``
+            ``(B, 1, H', W')`` bool, whether the patch is not all zero.
+        """
+
+    def sample(self, values: Tensor, shots: int, generator: torch.Generator | None = None) -> Tensor:
+        """``S``-shot estimates ``2 n0 / S - 1`` of exact expectations ``values`` (any shape): binomial draws,
+        the distribution of running each circuit ``S`` times, seeded by ``generator``."""
+        return estimate_z(values, shots, generator)
+
+    def _vectors(self, filters: Filters) -> Tensor:
+        flat = filters.flatten()
+        return flat.states if flat.states is not None else self.filter_states(flat.theta)
+
+    def expectations(self, x: Tensor, filters: Filters, spec: ConvSpec, *, upstream: Tensor | None = None,
+                     mask: Tensor | None = None, shots: int | None = None,
+                     generator: torch.Generator | None = None) -> Result:
+        groups, o = filters.shape
+        with torch.no_grad():
+            fid, valid = self.maps(x.to(compute_dtype(x.dtype)), self._vectors(filters), spec)
+        values = fid.unflatten(1, (groups, o)).movedim(1, 0)  # (G, B, O, H', W')
+        run = valid.unsqueeze(0)
+        if mask is not None:
+            run = run & mask
+        if upstream is not None:
+            values = values * upstream.to(values.dtype)
+            run = run & (upstream != 0)
+        if shots is not None:
+            values = self.sample(values, shots, generator)
+        return Result(torch.where(run, values, torch.zeros_like(values)))
+
+    def circuit_expectations(self, patches: Tensor, filters: Filters, *, upstream: Tensor | None = None,
+                             shots: int | None = None, generator: torch.Generator | None = None) -> Result:
+        with torch.no_grad():
+            states = self._vectors(filters)
+            encoded = amplitude_encode(patches.to(torch.promote_types(patches.dtype, torch.float32)))
+            encoded = torch.nn.functional.pad(encoded, (0, states.shape[-1] - encoded.shape[-1]))
+            overlap = (states.conj() * encoded.to(states.dtype)).sum(-1)
+            values = overlap.real**2 + overlap.imag**2 if overlap.is_complex() else overlap**2
+            run = encoded.abs().sum(-1) > 0
+            if upstream is not None:
+                values = values * upstream.to(values.dtype)
+                run = run & (upstream != 0)
+            if shots is not None:
+                values = self.sample(values, shots, generator)
+        return Result(torch.where(run, values, torch.zeros_like(values)))
+
+
+__all__ = ["SimulatorBackend"]

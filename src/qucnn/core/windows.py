@@ -1,0 +1,161 @@
+"""Patch norms over every window of a convolution, and the scale-safe preparation of an input.
+
+Every exact engine computes ``F = |<f|x>|^2 = (Re^2 + Im^2) / ||x||^2``, which does not depend on the scale of a
+patch. :func:`prepare_input` computes half precision in float32 and scales every image by a power of two that
+brings its largest magnitude into ``[0.5, 1)`` (a power of two changes no digit), so raw 0-255 pixels in
+float16, or float32 values of 1e-30 or 1e30, give the fidelities of unit-scale float64 input within the dtype's
+rounding. A patch far fainter than the largest value of its own image (its squares would underflow) takes its
+norm from the input scaled up by :data:`FAINT` (:func:`inverse_norms`): only exactly all-zero patches get 0.
+
+Example:
+    >>> x = torch.ones(1, 1, 3, 3)
+    >>> window_sums(x, ConvSpec.make(2))
+    tensor([[[[4., 4.],
+              [4., 4.]]]])
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..utils.devices import reads_back_freely
+from .geometry import ConvSpec
+
+#: Half-precision inputs are computed in this dtype.
+HALF_TYPES = (torch.float16, torch.bfloat16)
+#: Per compute dtype, ``(T, K)``: a squared norm below ``T`` has lost digits to underflow (or vanished), so the
+#: patch's norm comes from the input times ``2**K`` instead. Prepared images are below 1 in magnitude, so the
+#: scaled squares of up to 256 values cannot overflow; where they would (larger patches), the patch is not faint.
+FAINT = {torch.float32: (2.0**-100, 60), torch.float64: (2.0**-960, 480)}
+
+
+#: Images whose largest magnitude lies in ``[2**-e, 2**e]`` need no scaling in this dtype: their squared patch
+#: norms cannot overflow, and faint patches are caught by :func:`has_faint_values` either way.
+SAFE_EXPONENT = {torch.float32: 40, torch.float64: 300}
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype fidelities are computed in: float32 for half inputs, else the input's."""
+    return torch.float32 if dtype in HALF_TYPES else dtype
+
+
+def prepare_input(x: Tensor) -> Tensor:
+    """``x`` in :func:`compute_dtype`, each image scaled by ``2**-e`` so that its largest magnitude lies in
+    ``[0.5, 1)`` (all-zero images unscaled). Differentiable: the scale is a constant per image, and ``F`` is
+    invariant to it (a power of two changes no digit of any result). On the CPU, inputs whose every image is
+    already in a safe range are returned as they are (one reduction, no copy); on other devices the scaling
+    always runs, so the host never waits."""
+    x = x.to(compute_dtype(x.dtype))
+    if x.numel() == 0:
+        return x
+    top = x.detach().abs().amax(dim=(1, 2, 3), keepdim=True)
+    if reads_back_freely(x.device):
+        safe = 2.0 ** SAFE_EXPONENT.get(x.dtype, 40)
+        smallest, largest = torch.aminmax(top)
+        if 1 / safe <= float(smallest) and float(largest) <= safe:
+            return x
+    exponent = torch.frexp(top).exponent
+    return x * torch.ldexp(torch.ones_like(top), -exponent)
+
+
+def has_faint_values(x: Tensor) -> bool:
+    """Whether the prepared input ``x`` may hold a faint patch (a non-zero value whose square is below the
+    dtype's :data:`FAINT` threshold). On the CPU one reduction read back; elsewhere always ``True`` (reading
+    would make the host wait for the device), so the faint pass always runs there."""
+    if not reads_back_freely(x.device) or x.numel() == 0:
+        return x.numel() > 0
+    magnitude = x.detach().abs()
+    smallest = torch.where(magnitude > 0, magnitude, torch.full_like(magnitude, float("inf"))).amin()
+    return bool(smallest < FAINT[x.dtype][0] ** 0.5)
+
+
+@functools.lru_cache(maxsize=64)
+def _band(size: int, k: int, step: int, pad: int, dil: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(out, size)`` 0/1 matrix whose row ``i`` covers the window ``{i*step - pad + j*dil : j < k}`` of a line of
+    ``size`` values: a window sum with zero padding, the padding never materialised."""
+    span = dil * (k - 1) + 1
+    out = (size + 2 * pad - span) // step + 1
+    start = torch.arange(out, device=device)[:, None] * step - pad
+    offset = torch.arange(size, device=device)[None, :] - start
+    return ((offset >= 0) & (offset < span) & (offset % dil == 0)).to(dtype)
+
+
+def window_sums(x2: Tensor, spec: ConvSpec, band_max_size: int = 64) -> Tensor:
+    """Sums of ``x2`` ``(B, 1, H, W)`` over every window of ``spec`` (symmetric zero padding): ``(B, 1, H', W')``.
+
+    Separable (rows, then columns) instead of a one-output-channel ``conv2d``, which oneDNN pads to 16
+    output channels. Images up to ``band_max_size`` rows and columns use two products with 0/1 band
+    matrices (two BLAS calls); larger ones ``kh + kw`` shifted adds, whose work does not grow with the width.
+    For non-negative ``x2`` (squares) a sum is zero exactly when its window is all zero, whatever the order
+    of the additions, so all-zero patches are still detected exactly.
+    """
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = spec.kernel, spec.stride, spec.padding, spec.dilation
+    h, w = x2.shape[-2:]
+    if max(h, w) <= band_max_size:
+        rows = _band(h, kh, sh, ph, dh, x2.device, x2.dtype)
+        cols = _band(w, kw, sw, pw, dw, x2.device, x2.dtype)
+        return torch.matmul(torch.matmul(rows, x2), cols.T)
+    if ph or pw:
+        x2 = F.pad(x2, (pw, pw, ph, ph))
+    return _shifted_sum(_shifted_sum(x2, kw, sw, dw, 3), kh, sh, dh, 2)
+
+
+def _shifted_sum(t: Tensor, k: int, step: int, dil: int, dim: int) -> Tensor:
+    """``sum_{j<k} t[..., j * dil + step * i, ...]`` along ``dim``: ``k`` strided slices added."""
+    count = (t.shape[dim] - dil * (k - 1) - 1) // step + 1
+
+    def part(j: int) -> Tensor:
+        return t.narrow(dim, j * dil, (count - 1) * step + 1)[(slice(None),) * dim + (slice(None, None, step),)]
+
+    if k == 1:
+        return part(0).contiguous()
+    out = part(0) + part(1)
+    for j in range(2, k):
+        out += part(j)
+    return out
+
+
+def squared_norms(x: Tensor, spec: ConvSpec, band_max_size: int = 64) -> Tensor:
+    """``||x_patch||^2`` of every window, ``(B, 1, H', W')``, in ``x``'s dtype (exactly 0 for all-zero patches)."""
+    x2 = x * x
+    return window_sums(x2 if x.shape[1] == 1 else x2.sum(1, keepdim=True), spec, band_max_size)
+
+
+def inverse_norms(x: Tensor, spec: ConvSpec, band_max_size: int = 64, faint: bool = True) -> Tensor:
+    """``1 / ||x_patch||`` of every window of the prepared input ``x``, ``(B, 1, H', W')``: 0 exactly on all-zero
+    patches (no state: fidelity 0 by definition). ``faint``: also take the norms of faint patches from ``x``
+    scaled by ``2**K`` (:data:`FAINT`); ``False`` when :func:`has_faint_values` says there are none.
+
+    ``rsqrt``, never ``1 / ||x||^2``: finite for every squared norm that is not zero. Two cheap passes; a boolean
+    mask and ``where`` cost several times more on the CPU.
+    """
+    norms = squared_norms(x, spec, band_max_size)
+    isq = norms.rsqrt().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    if not faint or x.dtype not in FAINT:
+        return isq
+    threshold, exponent = FAINT[x.dtype]
+    scale = 2.0**exponent
+    lifted = squared_norms(x * scale, spec, band_max_size).rsqrt().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    return torch.where(norms < threshold, lifted * scale, isq)
+
+
+def valid_patches(x: Tensor, spec: ConvSpec) -> Tensor:
+    """Which patches of ``x`` ``(B, C, H, W)`` (as the user gave it: ``spec``'s padding is applied here) are not
+    all zero: ``(B, 1, H', W')`` bool. A classical property of the data: the circuits of the other patches are
+    never run.
+
+    Example:
+        >>> valid_patches(torch.tensor([[[[0., 0., 1.]]]]), ConvSpec.make((1, 2)))
+        tensor([[[[False,  True]]]])
+    """
+    x, spec = spec.prepare(x.detach())
+    nonzero = (x != 0).to(compute_dtype(x.dtype)).sum(1, keepdim=True)
+    return window_sums(nonzero, spec) > 0
+
+
+__all__ = ["FAINT", "HALF_TYPES", "SAFE_EXPONENT", "compute_dtype", "has_faint_values", "inverse_norms", "prepare_input",
+           "squared_norms", "valid_patches", "window_sums"]
