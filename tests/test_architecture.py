@@ -1,11 +1,10 @@
 """The package's layering: no import cycles (imports inside functions included), function-local imports only
-for optional dependencies, every public name where it was, old module paths still importable."""
+for optional dependencies, no private name imported across packages, every public name where it is."""
 
 from __future__ import annotations
 
 import ast
 import importlib
-import warnings
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ OPTIONAL_GATES = ("qucnn.qiskit", "qucnn.backends.triton")
 #: ``qiskit`` (circuit export, noise models, resources) sits beside ``backends``; its executor, which runs a
 #: layer's forward and gradients on a sampler, sits with ``nn``.
 LAYERS = [("utils",), ("core",), ("backends", "qiskit"), ("nn", "qiskit.executor"), ("datasets",),
-          ("train", "experiments", "analysis", "bench"), ("cli", "__main__")]
+          ("train", "experiments", "analysis", "bench", "testing"), ("cli", "__main__")]
 
 
 def module_name(path: Path) -> str:
@@ -104,7 +103,7 @@ def _layer_of(module: str) -> int:
         for name in names:
             if (rest == name or rest.startswith(name + ".")) and len(name) > len(best):
                 best, where = name, i
-    return where  # -1: the package itself, _compat, functional
+    return where  # -1: the package itself, functional
 
 
 def test_layers_import_only_downwards():
@@ -133,12 +132,39 @@ def test_public_names_import_from_the_same_place():
         assert name in qq.__all__ and getattr(qq, name) is not None
 
 
-@pytest.mark.parametrize("old, new", [("qucnn.layer", "qucnn.nn.layer"), ("qucnn.models", "qucnn.nn.models"),
-                                      ("qucnn.training", "qucnn.train"), ("qucnn.gates", "qucnn.core.gates")])
-def test_old_module_paths_still_import_with_a_deprecation_warning(old, new):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = importlib.import_module(old)
-    assert module is importlib.import_module(new)
-    assert module.__spec__.name == new
-    assert any(issubclass(w.category, DeprecationWarning) for w in caught) or old in __import__("sys").modules
+def _package(module: str) -> str:
+    """The top-level subpackage (or module) of ``qucnn`` that ``module`` belongs to."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def private_imports() -> list[str]:
+    """``from qucnn.X import _name`` where the importer is not in ``qucnn.X``'s top-level package."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        here = module_name(path)
+        package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("qucnn") or _package(target) == _package(here):
+                continue
+            found += [f"{here} imports {a.name} from {target}" for a in node.names
+                      if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_private_name_is_imported_across_packages():
+    assert private_imports() == []
+
+
+def test_old_module_paths_are_gone():
+    for old in ("qucnn.layer", "qucnn.gates", "qucnn.training", "qucnn._compat", "qucnn.backends.windows",
+                "qucnn.backends.fused_fidelity"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(old)

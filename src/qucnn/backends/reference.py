@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..core.ansatz import FilterAnsatz
 from ..core.geometry import ConvSpec
-from ..core.windows import FAINT, prepare_input
+from ..core.windows import norm_lift, prepare_input
 from .simulator import SimulatorBackend
 
 
@@ -40,15 +40,12 @@ def _safe_rsqrt(norms: Tensor) -> Tensor:
 
 def plain_inverse_norms(x: Tensor, spec: ConvSpec) -> Tensor:
     """``1 / ||x_patch||`` ``(B, 1, H', W')`` of a prepared input, 0 on all-zero patches, differentiable to any
-    order; faint patches (squared norms below the dtype's :data:`~qucnn.core.windows.FAINT` threshold) take their
-    norm from ``x`` scaled up, so that they keep every digit."""
-    norms = plain_norms(x, spec)
-    if x.dtype not in FAINT:
-        return _safe_rsqrt(norms)
-    threshold, exponent = FAINT[x.dtype]
-    scale = 2.0**exponent
-    lifted = plain_norms(x * scale, spec)
-    return torch.where(norms < threshold, _safe_rsqrt(lifted) * scale, _safe_rsqrt(norms))
+    order; the squared norms are summed from ``x`` lifted by :func:`~qucnn.core.windows.norm_lift`, so that faint
+    patches keep every digit."""
+    if x.numel() == 0:
+        return plain_norms(x, spec)
+    lift = norm_lift(x.detach().abs().amax(dim=(1, 2, 3), keepdim=True))
+    return _safe_rsqrt(plain_norms(x * lift, spec)) * lift
 
 
 def plain_fidelity(x: Tensor, states: Tensor, spec: ConvSpec) -> Tensor:

@@ -1,11 +1,14 @@
 """Patch norms over every window of a convolution, and the scale-safe preparation of an input.
 
 Every exact engine computes ``F = |<f|x>|^2 = (Re^2 + Im^2) / ||x||^2``, which does not depend on the scale of a
-patch. :func:`prepare_input` computes half precision in float32 and scales every image by a power of two that
-brings its largest magnitude into ``[0.5, 1)`` (a power of two changes no digit), so raw 0-255 pixels in
-float16, or float32 values of 1e-30 or 1e30, give the fidelities of unit-scale float64 input within the dtype's
-rounding. A patch far fainter than the largest value of its own image (its squares would underflow) takes its
-norm from the input scaled up by :data:`FAINT` (:func:`inverse_norms`): only exactly all-zero patches get 0.
+patch, and a power of two changes no digit of any result. Two powers of two keep every patch's digits:
+
+- :func:`scale_input` computes half precision in float32 and brings every image's largest magnitude into
+  ``[0.5, 1)`` (the overlaps ``<f|x>`` neither overflow nor underflow), unless it is in a safe range already;
+- the squared norms are summed from the image lifted by :func:`norm_lift` (its largest value brought to
+  ``2**E``, :data:`NORM_EXPONENT`), so that the squares of a patch far fainter than the largest value of its own
+  image keep their digits: float32 patches down to ``2**-117`` (float64: ``2**-1011``) of it. Only exactly
+  all-zero patches get 0.
 
 Example:
     >>> x = torch.ones(1, 1, 3, 3)
@@ -27,15 +30,13 @@ from .geometry import ConvSpec
 
 #: Half-precision inputs are computed in this dtype.
 HALF_TYPES = (torch.float16, torch.bfloat16)
-#: Per compute dtype, ``(T, K)``: a squared norm below ``T`` has lost digits to underflow (or vanished), so the
-#: patch's norm comes from the input times ``2**K`` instead. Prepared images are below 1 in magnitude, so the
-#: scaled squares of up to 256 values cannot overflow; where they would (larger patches), the patch is not faint.
-FAINT = {torch.float32: (2.0**-100, 60), torch.float64: (2.0**-960, 480)}
-
-
-#: Images whose largest magnitude lies in ``[2**-e, 2**e]`` need no scaling in this dtype: their squared patch
-#: norms cannot overflow, and faint patches are caught by :func:`has_faint_values` either way.
+#: Images whose largest magnitude lies in ``[2**-e, 2**e]`` need no scaling in this dtype (CPU only: elsewhere
+#: every image is scaled, so that the host never waits for a decision).
 SAFE_EXPONENT = {torch.float32: 40, torch.float64: 300}
+#: Per compute dtype, the power of two an image's largest value is lifted to for its squared patch norms: high
+#: enough that the squares of a patch ``2**-117`` (float32) or ``2**-1011`` (float64) times fainter keep their
+#: digits, low enough that the squares of a patch of a million values at that size cannot overflow.
+NORM_EXPONENT = {torch.float32: 54, torch.float64: 500}
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -43,34 +44,32 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in HALF_TYPES else dtype
 
 
-def prepare_input(x: Tensor) -> Tensor:
-    """``x`` in :func:`compute_dtype`, each image scaled by ``2**-e`` so that its largest magnitude lies in
-    ``[0.5, 1)`` (all-zero images unscaled). Differentiable: the scale is a constant per image, and ``F`` is
-    invariant to it (a power of two changes no digit of any result). On the CPU, inputs whose every image is
-    already in a safe range are returned as they are (one reduction, no copy); on other devices the scaling
-    always runs, so the host never waits."""
+def norm_lift(top: Tensor) -> Tensor:
+    """``2**(E - e)`` per image for image maxima ``top`` ``(B, 1, 1, 1)`` (``2**(e-1) <= top < 2**e``): the power of
+    two that brings each image's largest value to ``2**E`` (:data:`NORM_EXPONENT`) for its squared norms."""
+    return torch.ldexp(torch.ones_like(top), NORM_EXPONENT[top.dtype] - torch.frexp(top).exponent)
+
+
+def scale_input(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(x', lift)``: ``x`` in :func:`compute_dtype`, each image scaled by ``2**-e`` so that its largest
+    magnitude lies in ``[0.5, 1)`` (all-zero images unscaled), and the per-image :func:`norm_lift` of ``x'``
+    ``(B, 1, 1, 1)``. On the CPU, inputs whose every image is already in a safe range are returned as they are
+    (one reduction read back, no copy); on other devices the scaling always runs, so the host never waits.
+    Differentiable: the scales are constants per image, and ``F`` is invariant to them."""
     x = x.to(compute_dtype(x.dtype))
-    if x.numel() == 0:
-        return x
-    top = x.detach().abs().amax(dim=(1, 2, 3), keepdim=True)
-    if reads_back_freely(x.device):
+    top = x.detach().abs().amax(dim=(1, 2, 3), keepdim=True) if x.numel() else x.new_zeros((x.shape[0], 1, 1, 1))
+    if x.numel() and reads_back_freely(x.device):
+        smallest, largest = torch.stack(torch.aminmax(top)).tolist()
         safe = 2.0 ** SAFE_EXPONENT.get(x.dtype, 40)
-        smallest, largest = torch.aminmax(top)
-        if 1 / safe <= float(smallest) and float(largest) <= safe:
-            return x
-    exponent = torch.frexp(top).exponent
-    return x * torch.ldexp(torch.ones_like(top), -exponent)
+        if 1 / safe <= smallest and largest <= safe:
+            return x, norm_lift(top)
+    scale = torch.ldexp(torch.ones_like(top), -torch.frexp(top).exponent)
+    return x * scale, norm_lift(top * scale)
 
 
-def has_faint_values(x: Tensor) -> bool:
-    """Whether the prepared input ``x`` may hold a faint patch (a non-zero value whose square is below the
-    dtype's :data:`FAINT` threshold). On the CPU one reduction read back; elsewhere always ``True`` (reading
-    would make the host wait for the device), so the faint pass always runs there."""
-    if not reads_back_freely(x.device) or x.numel() == 0:
-        return x.numel() > 0
-    magnitude = x.detach().abs()
-    smallest = torch.where(magnitude > 0, magnitude, torch.full_like(magnitude, float("inf"))).amin()
-    return bool(smallest < FAINT[x.dtype][0] ** 0.5)
+def prepare_input(x: Tensor) -> Tensor:
+    """The scaled input of :func:`scale_input` alone."""
+    return scale_input(x)[0]
 
 
 @functools.lru_cache(maxsize=64)
@@ -125,22 +124,15 @@ def squared_norms(x: Tensor, spec: ConvSpec, band_max_size: int = 64) -> Tensor:
     return window_sums(x2 if x.shape[1] == 1 else x2.sum(1, keepdim=True), spec, band_max_size)
 
 
-def inverse_norms(x: Tensor, spec: ConvSpec, band_max_size: int = 64, faint: bool = True) -> Tensor:
-    """``1 / ||x_patch||`` of every window of the prepared input ``x``, ``(B, 1, H', W')``: 0 exactly on all-zero
-    patches (no state: fidelity 0 by definition). ``faint``: also take the norms of faint patches from ``x``
-    scaled by ``2**K`` (:data:`FAINT`); ``False`` when :func:`has_faint_values` says there are none.
+def inverse_norms(x: Tensor, spec: ConvSpec, lift: Tensor, band_max_size: int = 64) -> Tensor:
+    """``1 / ||x_patch||`` of every window of the prepared input ``x``, ``(B, 1, H', W')``, from the squared norms of
+    ``x`` times ``lift`` (:func:`scale_input`): 0 exactly on all-zero patches (no state: fidelity 0 by definition).
 
     ``rsqrt``, never ``1 / ||x||^2``: finite for every squared norm that is not zero. Two cheap passes; a boolean
     mask and ``where`` cost several times more on the CPU.
     """
-    norms = squared_norms(x, spec, band_max_size)
-    isq = norms.rsqrt().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-    if not faint or x.dtype not in FAINT:
-        return isq
-    threshold, exponent = FAINT[x.dtype]
-    scale = 2.0**exponent
-    lifted = squared_norms(x * scale, spec, band_max_size).rsqrt().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-    return torch.where(norms < threshold, lifted * scale, isq)
+    norms = squared_norms(x * lift, spec, band_max_size)
+    return norms.rsqrt().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0).mul_(lift)
 
 
 def valid_patches(x: Tensor, spec: ConvSpec) -> Tensor:
@@ -157,5 +149,5 @@ def valid_patches(x: Tensor, spec: ConvSpec) -> Tensor:
     return window_sums(nonzero, spec) > 0
 
 
-__all__ = ["FAINT", "HALF_TYPES", "SAFE_EXPONENT", "compute_dtype", "has_faint_values", "inverse_norms", "prepare_input",
-           "squared_norms", "valid_patches", "window_sums"]
+__all__ = ["HALF_TYPES", "NORM_EXPONENT", "SAFE_EXPONENT", "compute_dtype", "inverse_norms", "norm_lift",
+           "prepare_input", "scale_input", "squared_norms", "valid_patches", "window_sums"]

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ...core.ansatz import ansatz_state
 from ...core.geometry import ConvSpec
-from ...core.windows import has_faint_values, prepare_input
+from ...core.windows import scale_input
 from ...utils.devices import reads_back_freely
 from ..reference import plain_fidelity
 from ..simulator import SimulatorBackend
@@ -47,7 +47,7 @@ def _unfolds(weight: Tensor, route: str, x_needs_grad: bool) -> bool:
 
 
 def _maps_nograd(x: Tensor, weight: Tensor, spec: ConvSpec, policy, unfolded: bool,
-                 faint: bool) -> tuple[Tensor, Tensor]:
+                 lift: Tensor) -> tuple[Tensor, Tensor]:
     """``(F, valid)`` in chunks of ``policy.chunk_elements`` overlaps."""
     ho, wo = spec.output_size(*x.shape[-2:])
     k = weight.shape[0] // 2
@@ -56,9 +56,9 @@ def _maps_nograd(x: Tensor, weight: Tensor, spec: ConvSpec, policy, unfolded: bo
     band = policy.band_max_size
     for i, j in _chunks(x.shape[0], 2 * k * ho * wo, policy.chunk_elements):
         if unfolded:
-            isq = parts.unfolded_parts(x[i:j], weight, spec, band, faint, out=out[i:j])[2]
+            isq = parts.unfolded_parts(x[i:j], weight, spec, band, lift[i:j], out=out[i:j])[2]
         else:
-            isq = parts.conv_parts(x[i:j], weight, spec, band, faint, out=out[i:j])[1]
+            isq = parts.conv_parts(x[i:j], weight, spec, band, lift[i:j], out=out[i:j])[1]
         torch.gt(isq, 0, out=valid[i:j])
     return out, valid
 
@@ -74,9 +74,9 @@ class _FusedMaps(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, states: Tensor, spec: ConvSpec, policy, faint: bool):
+    def forward(ctx, x: Tensor, states: Tensor, spec: ConvSpec, policy, lift: Tensor):
         weight = parts.filter_weight(states, x.shape[1], spec.kernel, x.dtype)
-        ctx.weight, ctx.spec, ctx.policy, ctx.faint = weight, spec, policy, faint  # an intermediate, settings
+        ctx.weight, ctx.spec, ctx.policy, ctx.lift = weight, spec, policy, lift  # intermediates, settings
         ho, wo = spec.output_size(*x.shape[-2:])
         per_item = weight.shape[0] * ho * wo
         ctx.unfolded = _unfolds(weight, policy.route, ctx.needs_input_grad[0])
@@ -85,14 +85,14 @@ class _FusedMaps(torch.autograd.Function):
         if x.shape[0] * per_item > policy.save_elements:  # large input: keep only x, recompute in the backward
             ctx.spans = _chunks(x.shape[0], per_item, policy.chunk_elements)
             ctx.save_for_backward(x, states, None)
-            fid, valid = _maps_nograd(x, weight, spec, policy, ctx.unfolded, faint)
+            fid, valid = _maps_nograd(x, weight, spec, policy, ctx.unfolded, lift)
         else:
             ctx.spans = [(0, x.shape[0])]
             if ctx.unfolded:
-                z, patches, isq, fid = parts.unfolded_parts(x, weight, spec, band, faint)
+                z, patches, isq, fid = parts.unfolded_parts(x, weight, spec, band, lift)
                 ctx.kept = (z, patches)
             else:
-                z, isq, fid = parts.conv_parts(x, weight, spec, band, faint)
+                z, isq, fid = parts.conv_parts(x, weight, spec, band, lift)
                 ctx.kept = (z, isq)
             valid = isq > 0
             ctx.save_for_backward(x, states, fid if ctx.needs_input_grad[0] else None)
@@ -110,34 +110,33 @@ class _FusedMaps(torch.autograd.Function):
                 out = plain_fidelity(x, states, ctx.spec)
             grads = iter(torch.autograd.grad(out, inputs, g, create_graph=True))
             return (next(grads) if need_x else None), (next(grads) if need_w else None), None, None, None
-        weight, spec, band, faint = ctx.weight, ctx.spec, ctx.policy.band_max_size, ctx.faint
+        weight, spec, band, lift = ctx.weight, ctx.spec, ctx.policy.band_max_size, ctx.lift
         grad_x = torch.empty_like(x) if need_x else None
         grad_w = torch.zeros_like(weight) if need_w else None
         kept, ctx.kept = ctx.kept, None  # used up in place below: a second backward recomputes
         for i, j in ctx.spans:
             if ctx.unfolded:
-                z, patches = kept if kept is not None else parts.unfolded_parts(x[i:j], weight, spec, band, faint)[:2]
+                z, patches = kept if kept is not None else parts.unfolded_parts(x[i:j], weight, spec, band, lift[i:j])[:2]
                 if grad_w is not None:
                     parts.unfolded_backward(z, patches, g[i:j], grad_w)
                 if grad_x is not None:  # the patch route only runs for x without a gradient, unless forced
-                    grad_x[i:j] = parts.input_grad(x[i:j], weight, spec, band, faint, g[i:j])
+                    grad_x[i:j] = parts.input_grad(x[i:j], weight, spec, band, lift[i:j], g[i:j])
             else:
                 z, isq, fid = (*kept, fid_saved) if kept is not None else \
-                    parts.conv_parts(x[i:j], weight, spec, band, faint, fid=need_x)
+                    parts.conv_parts(x[i:j], weight, spec, band, lift[i:j], fid=need_x)
                 parts.conv_backward(x[i:j], weight, spec, z, isq, fid if need_x else None, g[i:j],
                                     None if grad_x is None else grad_x[i:j], grad_w)
         return grad_x, None if grad_w is None else parts.states_grad(grad_w, states), None, None, None
 
 
-def fused_maps(x: Tensor, states: Tensor, spec: ConvSpec, policy) -> tuple[Tensor, Tensor]:
-    """``(F, valid)`` of a prepared input ``x`` (:func:`~qucnn.core.windows.prepare_input`, symmetric zero padding
-    in ``spec``) with ``states`` ``(K, d)``, in ``x``'s dtype; one autograd node when a gradient is recorded.
-    ``policy``: a resolved :class:`~qucnn.backends.RoutePolicy`."""
-    faint = has_faint_values(x)
+def fused_maps(x: Tensor, states: Tensor, spec: ConvSpec, policy, lift: Tensor) -> tuple[Tensor, Tensor]:
+    """``(F, valid)`` of a prepared input ``x`` with its norms' ``lift`` (:func:`~qucnn.core.windows.scale_input`;
+    symmetric zero padding in ``spec``) and ``states`` ``(K, d)``, in ``x``'s dtype; one autograd node when a
+    gradient is recorded. ``policy``: a resolved :class:`~qucnn.backends.RoutePolicy`."""
     if torch.is_grad_enabled() and (x.requires_grad or states.requires_grad):
-        return _FusedMaps.apply(x, states, spec, policy, faint)
+        return _FusedMaps.apply(x, states, spec, policy, lift)
     weight = parts.filter_weight(states, x.shape[1], spec.kernel, x.dtype)
-    return _maps_nograd(x, weight, spec, policy, _unfolds(weight, policy.route, False), faint)
+    return _maps_nograd(x, weight, spec, policy, _unfolds(weight, policy.route, False), lift)
 
 
 class FusedEngine(SimulatorBackend):
@@ -161,7 +160,8 @@ class FusedEngine(SimulatorBackend):
 
     def maps(self, x: Tensor, states: Tensor, spec: ConvSpec) -> tuple[Tensor, Tensor]:
         prepared, spec = spec.prepare(x)
-        fid, valid = fused_maps(prepare_input(prepared), states, spec, self.policy)
+        scaled, lift = scale_input(prepared)
+        fid, valid = fused_maps(scaled, states, spec, self.policy, lift)
         return fid.to(x.dtype), valid
 
     def filter_states(self, theta: Tensor) -> Tensor:

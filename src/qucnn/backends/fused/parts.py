@@ -12,7 +12,7 @@ of ``where``/``mul``/``pow`` nodes:
   division; the backward (:func:`unfolded_backward`) is ``dF/dz = 2 z g`` and ``w``'s gradient one batched product
   with the kept patches.
 
-Inputs are prepared (:func:`qucnn.core.windows.prepare_input`) with symmetric zero padding in ``spec``.
+Inputs are prepared (:func:`qucnn.core.windows.scale_input`) with symmetric zero padding in ``spec``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ from torch import Tensor
 
 from ...core.geometry import ConvSpec
 from ...core.windows import inverse_norms
+from ...utils.devices import reads_back_freely
+
+#: ``1 / ||x||`` above which the input gradient's norm term of a float32 chunk is computed in float64.
+WIDE_NORM_TERM = 2.0**60
 
 
 def filter_weight(states: Tensor, channels: int, kernel: tuple[int, int], dtype: torch.dtype) -> Tensor:
@@ -47,14 +51,14 @@ def states_grad(gw: Tensor, states: Tensor) -> Tensor:
     return grad
 
 
-def conv_parts(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, faint: bool, out: Tensor | None = None,
+def conv_parts(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, lift: Tensor, out: Tensor | None = None,
                fid: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
     """``(z, isq, F)``: the normalised overlaps ``z = conv2d(x, weight) / ||x||`` ``(b, 2K, H', W')`` (real
     and minus imaginary parts), ``isq = 1 / ||x||`` ``(b, 1, H', W')`` and ``F = z_re^2 + z_im^2``
-    ``(b, K, H', W')``, written into ``out`` when given (``None`` when ``fid`` is false). ``band`` and ``faint``:
-    see :func:`~qucnn.core.windows.inverse_norms`."""
+    ``(b, K, H', W')``, written into ``out`` when given (``None`` when ``fid`` is false). ``band``: the window sums'
+    band size; ``lift``: the norms' per-image lift (:func:`~qucnn.core.windows.inverse_norms`)."""
     k = weight.shape[0] // 2
-    isq = inverse_norms(x, spec, band, faint)
+    isq = inverse_norms(x, spec, lift, band)
     z = F.conv2d(x, weight, stride=spec.stride, padding=spec.padding, dilation=spec.dilation).mul_(isq)
     if not fid:
         return z, isq, None
@@ -62,13 +66,13 @@ def conv_parts(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, faint: bool
     return z, isq, f.addcmul_(z[:, k:], z[:, k:])
 
 
-def unfolded_parts(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, faint: bool,
+def unfolded_parts(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, lift: Tensor,
                    out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(z, patches, isq, F)`` by the normalised patch matrix: ``patches`` ``(b, C*kh*kw, H'*W')`` holds
     every patch divided by its norm (0 for all-zero ones), ``z = weight @ patches`` ``(b, 2K, H'*W')`` the
     normalised overlaps and ``F = z_re^2 + z_im^2`` ``(b, K, H', W')`` (into ``out`` when given)."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = spec.kernel, spec.stride, spec.padding, spec.dilation
-    isq = inverse_norms(x, spec, band, faint)
+    isq = inverse_norms(x, spec, lift, band)
     if ph or pw:
         x = F.pad(x, (pw, pw, ph, ph))
     b, c = x.shape[:2]
@@ -84,9 +88,9 @@ def unfolded_parts(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, faint: 
     return z, patches, isq, f.addcmul_(z[:, k:], z[:, k:]).view(b, k, ho, wo)
 
 
-def input_grad(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, faint: bool, g: Tensor) -> Tensor:
+def input_grad(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, lift: Tensor, g: Tensor) -> Tensor:
     """``dL/dx`` for one chunk by the convolution route (recomputed; used when the patch route is forced)."""
-    z, isq, fid = conv_parts(x, weight, spec, band, faint)
+    z, isq, fid = conv_parts(x, weight, spec, band, lift)
     grad_x = torch.empty_like(x)
     conv_backward(x, weight, spec, z, isq, fid, g, grad_x, None)
     return grad_x
@@ -116,14 +120,21 @@ def conv_backward(x: Tensor, weight: Tensor, spec: ConvSpec, z: Tensor, isq: Ten
         grad_w.add_(gw, alpha=2)
     if grad_x is None:
         return
-    # the ||x||^2 term: dF/dN = -F / N, and dN/dx = 2 x summed over the windows
-    dn = (gi * fid).sum(1, keepdim=True).mul_(isq).neg_()
-    ones = torch.ones((1, 1) + tuple(spec.kernel), dtype=x.dtype, device=x.device)
+    # the ||x||^2 term: dF/dN = -F / N, and dN/dx = 2 x summed over the windows. -F / N overflows float32 for a
+    # patch more than 2**63 times fainter than its image's largest value (its gradient, x / N, does not): then
+    # this term is computed in float64
+    wide = x.dtype == torch.float32 and (not reads_back_freely(x.device) or bool(isq.amax() > WIDE_NORM_TERM))
+    work = torch.float64 if wide else x.dtype
+    dn = (gi * fid).sum(1, keepdim=True).to(work).mul_(isq.to(work)).neg_()
+    ones = torch.ones((1, 1) + tuple(spec.kernel), dtype=work, device=x.device)
     gn, _, _ = torch.ops.aten.convolution_backward(  # x[:, :1] lends only its shape
-        dn, x[:, :1], ones, None, conv["stride"], conv["padding"], conv["dilation"], False, (0, 0), 1,
+        dn, x[:, :1].to(work), ones, None, conv["stride"], conv["padding"], conv["dilation"], False, (0, 0), 1,
         (True, False, False))
-    torch.mul(gx.addcmul_(x, gn), 2, out=grad_x)
+    if wide:
+        grad_x.copy_(gx.to(work).addcmul_(x.to(work), gn).mul_(2))
+    else:
+        torch.mul(gx.addcmul_(x, gn), 2, out=grad_x)
 
 
-__all__ = ["conv_backward", "conv_parts", "filter_weight", "input_grad", "states_grad", "unfolded_backward",
+__all__ = ["WIDE_NORM_TERM", "conv_backward", "conv_parts", "filter_weight", "input_grad", "states_grad", "unfolded_backward",
            "unfolded_parts"]

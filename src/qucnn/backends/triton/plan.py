@@ -61,6 +61,7 @@ MEASURED_TILES = {("forward", 8): (512, 4, True), ("forward", 32): (256, 4, Fals
 
 
 def pow2(n: int) -> int:
+    """The smallest power of two ``>= n`` (1 for ``n <= 1``)."""
     return 1 << max(0, int(n) - 1).bit_length()
 
 
@@ -140,6 +141,7 @@ def idx64(items: int, block: int) -> bool:
 
 
 def slots(items: int, device: torch.device) -> int:
+    """Programs of the backward: a few per streaming multiprocessor, at most one per block of ``items``."""
     if device.type != "cuda":
         return max(1, min(items, INTERPRETER_SLOTS))
     return max(1, min(items, SLOTS_PER_SM * _sm_count(device.index)))
