@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..utils.files import atomic_write
 from ..utils.plotting import pyplot as _pyplot
 from .plateau import PARAMS, SHOT_BUDGETS, shot_noise_variance
 
@@ -82,8 +83,7 @@ def plot_plateau(result: dict, path: str | Path) -> Path:
                  f"(uniform angles x MNIST patches), channels={cfg.get('channels', 1)}, seed={cfg.get('seed', '?')}",
                  fontsize=11)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda fh: fig.savefig(fh, format=path.suffix.lstrip(".") or "png", dpi=120))
     plt.close(fig)
     return path
 

@@ -199,7 +199,7 @@ def w4_rows(count: int, repeats: int, device: str = "cuda", progress=None) -> tu
     notes = [f"W4 GPU rows: {count:,} images on {device} "
              f"({torch.cuda.get_device_name(x.device) if device.startswith('cuda') else 'cpu'}), one process"]
     if "triton" not in available_backends():
-        notes.append("backend 'triton' is not available here (pip install qucnn[gpu]): no qucnn-triton rows")
+        notes.append("backend 'triton' is not available here (pip install 'qucnn[gpu]'): no qucnn-triton rows")
     memcpy = copy_row(device)
     rows = [memcpy]
     bandwidth = memcpy["items_per_s"]

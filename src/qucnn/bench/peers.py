@@ -26,7 +26,7 @@ from ..core.ansatz import ring_pairs
 from ..nn.layer import QuConv2d
 
 #: The extra that installs every peer.
-EXTRA = "pip install qucnn[bench]"
+EXTRA = "pip install 'qucnn[bench]'"
 
 
 def missing(*modules: str) -> str | None:

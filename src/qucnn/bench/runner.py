@@ -5,6 +5,9 @@ a burst of load from elsewhere hits all of them alike and the ratios hold on a n
 call per case first; each sample then runs the case ``number`` times (enough calls to last
 :data:`MIN_SAMPLE_S`) and the row keeps the median over samples, in wall-clock and in CPU seconds.
 
+Each workload is timed at a set number of torch threads (:func:`timing_threads`, :func:`torch_threads`),
+recorded in every row (``torch_threads``) and in the table's heading.
+
 Example:
     >>> rows = measure("w0", [Case("noop", lambda: None, items=1, unit="call")], repeats=3)
     >>> rows[0]["median_s"] > 0
@@ -13,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -28,6 +32,7 @@ import numpy
 import torch
 
 from ..utils.checks import UsageError
+from ..utils.files import atomic_write_text
 from .peers import version
 
 #: A sample repeats a fast case until it lasts at least this long: long against the scheduler's time
@@ -35,6 +40,30 @@ from .peers import version
 MIN_SAMPLE_S = 0.1
 #: ... but never more than this many calls per sample.
 MAX_NUMBER = 2000
+#: Torch threads of a workload's timed section when the user gives none. W1, W2, W3 and W5 are small,
+#: latency-bound calls where intra-op threads cost more than they bring: on a shared 2-core VM (torch's default
+#: 2 threads) one thread ran W1 2.2x, W2 5.7x and W3 3.4x faster, and a loaded moment made the default 45x
+#: slower on W1. W4 (throughput over thousands of images) keeps torch's default.
+TIMING_THREADS = {"w1": 1, "w2": 1, "w3": 1, "w5": 1}
+
+
+def timing_threads(workload: str, requested: int | None = None) -> int | None:
+    """The torch threads to time ``workload`` with: ``requested`` (``--threads``) if given, else
+    :data:`TIMING_THREADS` (``None``: torch's default)."""
+    return requested if requested is not None else TIMING_THREADS.get(workload)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Run the block with ``torch.set_num_threads(count)`` (``None``: as it is) and restore the setting after;
+    yields the number of threads in effect."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -133,6 +162,7 @@ def measure(workload: str, cases: list[Case], repeats: int, progress=None) -> li
             "skipped": False, "items": case.items, "unit": case.unit, "median_s": med,
             "items_per_s": case.items / med if med > 0 else math.inf, "cpu_median_s": statistics.median(cpu),
             "min_s": min(wall), "repeats": repeats, "calls_per_sample": number, "samples_s": wall,
+            "torch_threads": torch.get_num_threads(),
             **checks, **case.extra, "note": case.note,
         })
     return rows
@@ -221,7 +251,9 @@ def markdown(result: dict) -> str:
     for workload in sorted({r["workload"] for r in result["rows"]}):
         rows = [r for r in result["rows"] if r["workload"] == workload]
         ref = result.get("references", {}).get(workload, "")
-        lines += [f"### {workload.upper()}: {result.get('descriptions', {}).get(workload, '')}", "",
+        threads = sorted({r["torch_threads"] for r in rows if r.get("torch_threads")})
+        at = f" (torch threads: {', '.join(map(str, threads))})" if threads else ""
+        lines += [f"### {workload.upper()}: {result.get('descriptions', {}).get(workload, '')}{at}", "",
                   f"| impl | device | items/call | median | CPU median | items/s | vs {ref or 'ref'} "
                   "| vs fastest peer | check | note |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -260,12 +292,12 @@ CHECK_KEYS = ("max_abs_err", "grad_rel_err", "max_z", "forward_max_sigmas", "gra
 
 
 def write(result: dict, path: str | Path) -> tuple[Path, Path]:
-    """Write ``result`` as JSON to ``path`` and the table as Markdown beside it (same stem, ``.md``)."""
+    """Write ``result`` as JSON to ``path`` and the table as Markdown beside it (same stem, ``.md``), each
+    atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(result, indent=1, default=_json_default) + "\n")
     md = path.with_suffix(".md")
-    md.write_text(markdown(result) + "\n")
+    atomic_write_text(md, markdown(result) + "\n")
     return path, md
 
 
@@ -277,4 +309,5 @@ def _json_default(obj):
     return str(obj)
 
 
-__all__ = ["Case", "measure", "skipped", "add_ratios", "machine_info", "markdown", "write", "MIN_SAMPLE_S"]
+__all__ = ["Case", "measure", "skipped", "add_ratios", "machine_info", "markdown", "write", "MIN_SAMPLE_S",
+           "TIMING_THREADS", "timing_threads", "torch_threads"]

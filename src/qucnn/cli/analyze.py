@@ -15,6 +15,8 @@ from ..datasets import load_embedded_mnist
 from ..utils.checks import UsageError, positive_int
 from ..utils.devices import resolve_device
 from ..utils.files import atomic_write_text, check_writable_file
+from ..utils.progress import show_progress
+from .common import add_progress_options
 
 QUICK = {"qubits": "2,4,6", "depths": "1-3", "samples": 256}
 DEFAULTS = {"qubits": "2,4,6,8", "depths": "1-12", "samples": 2000}
@@ -61,6 +63,7 @@ def _register_plateau(sub) -> None:
     p.add_argument("--quick", action="store_true",
                    help=f"a seconds-long check: qubits {QUICK['qubits']}, depths {QUICK['depths']}, "
                         f"{QUICK['samples']} samples (options given explicitly still win)")
+    add_progress_options(p)
     p.set_defaults(func=run_plateau)
 
 
@@ -80,6 +83,7 @@ def _register_shots(sub) -> None:
     p.add_argument("--out", default="results/shots", help="output folder (default results/shots)")
     p.add_argument("--json", default=None, help="JSON path (default OUT/shots.json); the PNG goes beside it")
     p.add_argument("--quick", action="store_true", help="a small network, 6 settings, seconds per seed")
+    add_progress_options(p)
     p.set_defaults(func=run_shots)
     # finished runs are kept in OUT/shots.rows.json: a rerun (killed, or with more seeds) reuses them
 
@@ -101,7 +105,7 @@ def _register_hardware(sub) -> None:
                    help=f"a CI-sized run: {hardware.QUICK_TASK.train} training images, 1 filter of 1 layer, 1 epoch "
                         f"(default: {t.train} images, {t.filters} filters of {t.layers} layers, {t.epochs} epochs, "
                         f"{t.shots} shots per circuit)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_options(p)
     p.set_defaults(func=run_hardware)
 
 
@@ -127,7 +131,7 @@ def run_plateau(args) -> int:
     png_path = json_path.with_suffix(".png")
     images = load_embedded_mnist().train_images
     result = plateau_study(images, qubits, depths, samples=samples, seed=args.seed, channels=args.channels,
-                           device=device, batch_size=args.batch_size, progress=True)
+                           device=device, batch_size=args.batch_size, progress=show_progress(args.progress))
     result["command"] = (f"qucnn analyze plateau --qubits {','.join(map(str, qubits))} --depths "
                          f"{','.join(map(str, depths))} --samples {samples} --seed {args.seed} "
                          f"--channels {args.channels}")
@@ -176,7 +180,7 @@ def run_shots(args) -> int:
         shots_analysis.write_progress(progress_path, sizes, done, rows)
 
     result = shots_analysis.shots_study(settings, load_embedded_mnist(), seeds=seeds, done=done, on_row=save,
-                                        **sizes)
+                                        progress=show_progress(args.progress), **sizes)
     result["command"] = (f"qucnn analyze shots --seeds {','.join(map(str, seeds))} --epochs {sizes['epochs']} "
                          f"--train {sizes['train']}" + (" --quick" if args.quick else ""))
     atomic_write_text(json_path, json.dumps(result, indent=1))
@@ -222,7 +226,7 @@ def run_hardware(args) -> int:
     QiskitBackend(fake_device=args.fake_device)  # a missing extra or an unknown device fails before training
     task = hardware.QUICK_TASK if args.quick else hardware.TASK
     result = hardware.hardware_study(task, load_embedded_mnist(), fake_device=args.fake_device, seed=args.seed,
-                                     progress=not args.no_progress)
+                                     progress=show_progress(args.progress))
     result["details"]["command"] = (f"qucnn analyze hardware{' --quick' if args.quick else ''} "
                                     f"--fake-device {args.fake_device} --seed {args.seed}")
     atomic_write_text(json_path, json.dumps(result, indent=1))

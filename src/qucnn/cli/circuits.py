@@ -20,7 +20,7 @@ def register(subparsers) -> None:
                     "with SVD unitaries, entanglement circuit, Bell-basis variants) for a seeded n-qubit "
                     "filter and a real MNIST patch, writes KIND.qasm (OpenQASM 3) into --qasm and "
                     "resources.json (CNOTs and depth after a seeded transpile to rz/sx/x/cx on a line of "
-                    "qubits, and all-to-all) into --out. Needs pip install qucnn[qiskit].")
+                    "qubits, and all-to-all) into --out. Needs pip install 'qucnn[qiskit]'.")
     p.add_argument("--qasm", required=True, metavar="DIR", help="folder for the .qasm files")
     p.add_argument("--out", default=None, metavar="DIR", help="folder for resources.json (default: --qasm)")
     p.add_argument("--seed", type=int, default=0, help="seed of the filter angles and the transpiler (default 0)")

@@ -6,6 +6,7 @@ import torch
 
 from ..datasets import load_embedded_mnist
 from ..nn.layer import QuConv2d
+from ..utils.checks import UsageError, check_shots, positive_int
 
 
 def register(subparsers) -> None:
@@ -17,7 +18,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    positive_int(args.images, "--images")
+    check_shots(args.shots, "--shots")
+    positive_int(args.seed, "--seed", 0)
     data = load_embedded_mnist()
+    if args.images > len(data.test_images):
+        raise UsageError(f"--images must be at most {len(data.test_images)} (the embedded test set), got {args.images}")
     x = data.test_images[: args.images].double()
     gen = torch.Generator().manual_seed(args.seed)
     layer = QuConv2d(1, 1, 4, layers=3, generator=gen).double()

@@ -1,5 +1,5 @@
 """``qucnn noise``: how gate and readout noise bias the forward fidelities and the Fig. 4 gradients
-(Qiskit Aer; needs ``pip install qucnn[qiskit]`` and matplotlib)."""
+(Qiskit Aer; needs ``pip install 'qucnn[qiskit]'`` and matplotlib)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..experiments.noise import run_noise
 from ..utils.files import check_writable_dir
+from .common import add_progress_options
 
 
 def register(subparsers) -> None:
@@ -24,6 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--p1", type=float, default=1e-3, help="1-qubit depolarizing probability (default 1e-3)")
     p.add_argument("--p2", type=float, default=1e-2, help="2-qubit (cx) depolarizing probability (default 1e-2)")
     p.add_argument("--readout", type=float, default=2e-2, help="readout bit-flip probability (default 2e-2)")
+    add_progress_options(p)
     p.set_defaults(func=run)
 
 

@@ -10,6 +10,7 @@ from ..experiments import reproduce
 from ..experiments.common import EXPERIMENTS, Config, aer_hook
 from ..utils.checks import UsageError
 from ..utils.files import check_writable_dir
+from .common import add_progress_options
 
 EXPERIMENT_CHOICES = ("forward", "backprop", "learn", "circuits", "all")
 
@@ -45,6 +46,7 @@ def register(subparsers) -> None:
                         "default) or aer (the circuits in Qiskit Aer; needs qucnn[qiskit])")
     p.add_argument("--noise", action="store_true",
                    help="with --backend aer: run under qucnn.qiskit.default_noise_model()")
+    add_progress_options(p)
     p.set_defaults(func=run)
 
 

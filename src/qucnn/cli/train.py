@@ -19,6 +19,8 @@ from ..train import TrainConfig, train
 from ..train.compare import TUNE_GRID, compare_table
 from ..train.config import DEFAULT_VALIDATION, TRAIN_BACKENDS
 from ..train.report import summary_table
+from ..utils.progress import show_progress
+from .common import add_progress_options
 
 
 def _optional_int(text: str) -> int | None:
@@ -125,13 +127,14 @@ def register(subparsers) -> None:
                         f"from the grid ({grid}), the same budget for every kind")
     o.add_argument("--tune-seeds", type=_int_list, default=None,
                    help="seeds of the tuning runs, validation accuracy averaged over them (default: the first seed)")
-    o.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    o.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a checkpoint")
+    fresh = o.add_mutually_exclusive_group()
+    fresh.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    fresh.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a checkpoint")
     o.add_argument("--checkpoint-every", type=int, default=None,
                    help="also checkpoint every N optimizer steps (always at the end of each epoch)")
     o.add_argument("--max-steps", type=int, default=None,
                    help="stop after N optimizer steps as if killed, without final files (for resume drills)")
-    o.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_options(o)
     o.add_argument("--no-plot", action="store_true", help="no learning-curve PNG")
     p.set_defaults(func=run, resume_hint=resume_hint)
 
@@ -159,7 +162,7 @@ def run(args) -> int:
         head=args.head, device=args.device, dtype=args.dtype, seed=args.seed, data=args.data,
         limit_train=args.limit_train, limit_test=args.limit_test, out=args.out, resume=args.resume,
         overwrite=args.overwrite, checkpoint_every=args.checkpoint_every, compare=args.compare, nproc=args.nproc,
-        max_steps=args.max_steps, threads=args.threads, progress=not args.no_progress, plot=not args.no_plot,
+        max_steps=args.max_steps, threads=args.threads, progress=show_progress(args.progress), plot=not args.no_plot,
         classes=args.classes, backend=args.backend, fake_device=args.fake_device,
         mitigate_readout=args.mitigate_readout, validation=args.validation, seeds=args.seeds, kinds=args.kinds,
         tune=args.tune, tune_seeds=args.tune_seeds)

@@ -41,12 +41,24 @@ def backprop_ancilla(n: int) -> int:
     return 2 * n + 1
 
 
+#: The largest count one ``torch.binomial`` draw takes. torch's BTRS sampler loses float64 precision in its
+#: acceptance test as the count grows: at ``S = 2**53`` its variance is off by +2.0% (p = 0.5) and -1.3%
+#: (p = 0.3), 20 and 13 standard errors over 2e6 draws; against the same seeds at ``2**40`` its mean drifts by
+#: 2e-4 standard deviations at ``2**48`` and 2.4e-3 at ``2**50``, and by less than 2e-5 (mean and variance) at
+#: ``2**44`` (benchmarks/binomial_exactness.json). Larger ``S`` are drawn as a sum of binomials of at most this
+#: many shots (independent ``Binomial(S_i, p)`` add up to ``Binomial(sum S_i, p)``): 512 draws at
+#: ``S = 2**53``, one draw for any ``S`` a device could run.
+EXACT_DRAW_LIMIT = 2**44
+
+
 def estimate_z(expectation: Tensor, shots: int, generator: torch.Generator | None = None) -> Tensor:
     """Shot estimate of a ``+-1`` observable with mean ``expectation``: ``2 n0 / S - 1`` with
     ``n0 ~ Binomial(S, (1 + <Z>) / 2)``; unbiased with variance ``(1 - <Z>^2) / S``.
 
-    The draws are exact binomials for every ``S`` (counts above ``2**24``, which float32 cannot hold
-    exactly, are drawn in float64). With ``S = 1`` every estimate is exactly ``+1`` or ``-1``.
+    The draws are exact binomials for every ``S`` up to ``2**53`` (:data:`qucnn.utils.checks.MAX_SHOTS`; larger
+    ``S`` raise ``UsageError``): counts above ``2**24``, which float32 cannot hold exactly, are drawn in
+    float64, and counts above :data:`EXACT_DRAW_LIMIT` as a sum of draws below it. With ``S = 1`` every
+    estimate is exactly ``+1`` or ``-1``.
 
     Example:
         >>> estimate_z(torch.tensor([1.0, -1.0]), 10)
@@ -58,8 +70,14 @@ def estimate_z(expectation: Tensor, shots: int, generator: torch.Generator | Non
     p0 = ((1 + exact.to(work)) / 2).clamp(0, 1)
     # draw where the generator lives (a CPU generator with a CUDA layer still gives seeded draws)
     home = p0.device if generator is None else generator.device
-    count = torch.full(p0.shape, float(shots), dtype=work, device=home)
-    n0 = torch.binomial(count, p0.to(home), generator=generator)
+    p0 = p0.to(home)
+    n0 = None
+    left = shots
+    while left:  # one draw up to EXACT_DRAW_LIMIT, summed draws of at most that above it (sums stay exact)
+        part = min(left, EXACT_DRAW_LIMIT)
+        draw = torch.binomial(torch.full(p0.shape, float(part), dtype=work, device=home), p0, generator=generator)
+        n0 = draw if n0 is None else n0.add_(draw)
+        left -= part
     return (2 * n0 / shots - 1).to(device=exact.device, dtype=exact.dtype)
 
 
@@ -136,5 +154,5 @@ def swap_test_circuit(x: Tensor, f: Tensor, upstream: Tensor | float | None = No
 
 
 __all__ = ["swap_test", "swap_test_ops", "swap_test_circuit", "swap_test_circuit_state", "estimate_z",
-           "upstream_angle", "SWAP_ANCILLA", "data_wires", "filter_wires",
+           "upstream_angle", "SWAP_ANCILLA", "EXACT_DRAW_LIMIT", "data_wires", "filter_wires",
            "backprop_ancilla"]

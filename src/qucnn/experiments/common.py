@@ -30,8 +30,10 @@ from tqdm.auto import tqdm
 
 from ..backends import get_backend
 from ..datasets import load_dataset
-from ..utils.checks import MissingExtraError, MissingFileError, UsageError, optional_positive_int
+from ..utils.checks import MissingExtraError, MissingFileError, UsageError, optional_positive_int, pip_install
 from ..utils.devices import resolve_device
+from ..utils.files import atomic_write, atomic_write_text
+from ..utils.progress import show_progress
 from ..utils.plotting import pyplot
 from ..utils.seeds import derive_seed
 
@@ -149,16 +151,18 @@ def deterministic(seed: int, device: torch.device) -> Iterator[None]:
 
 
 def progress(iterable: Iterable, desc: str, total: int | None = None, **kw: Any):
-    """A tqdm bar on stderr (hidden when stderr is not a terminal, e.g. in CI logs)."""
+    """A tqdm bar on stderr (hidden when stderr is not a terminal, e.g. in CI logs, unless ``--progress``:
+    :func:`qucnn.utils.progress.show_progress`)."""
 
-    return tqdm(iterable, desc=desc, total=total, leave=False, disable=None, dynamic_ncols=True, **kw)
+    return tqdm(iterable, desc=desc, total=total, leave=False, disable=not show_progress(), dynamic_ncols=True,
+                **kw)
 
 
 def save_figure(fig, path: Path, **savefig: Any) -> str:
     """Save ``fig`` as a PNG at ``path``, close it, and return the file name (for metrics.json)."""
     plt = pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, **savefig)
+    fmt = path.suffix.lstrip(".") or "png"
+    atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, dpi=110, **savefig))
     plt.close(fig)
     return path.name
 
@@ -237,9 +241,11 @@ def aer_hook():
     """``qucnn.qiskit.sample_swap_tests``, or an ImportError saying what is missing."""
     try:
         from ..qiskit import sample_swap_tests
+    except MissingExtraError as err:  # its message already says what to install
+        raise MissingExtraError(f"--backend aer: {err}") from err
     except (ImportError, AttributeError) as err:
-        raise MissingExtraError(f"--backend aer needs qucnn.qiskit.sample_swap_tests with qiskit and qiskit-aer "
-                          f"installed: pip install qucnn[qiskit] ({err})") from err
+        raise MissingExtraError(f"--backend aer needs qiskit and qiskit-aer: {pip_install('qiskit')} "
+                                f"({type(err).__name__}: {err})") from err
     return sample_swap_tests
 
 
@@ -278,8 +284,7 @@ def load_metrics(out: Path) -> dict:
 def save_metrics(out: Path, metrics: dict) -> Path:
     """Write ``metrics`` as ``OUT/metrics.json`` (strict JSON: no NaN); return its path."""
     path = Path(out) / METRICS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(jsonable(metrics), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(jsonable(metrics), indent=1, allow_nan=False) + "\n")
     return path
 
 

@@ -32,6 +32,7 @@ from ..core.swap_test import swap_test
 from ..datasets import load_embedded_mnist
 from ..nn.layer import QuConv2d
 from ..utils.checks import positive_int
+from ..utils.files import atomic_write_text
 from .common import jsonable, progress, pyplot, save_figure
 
 QUBITS, LAYERS, UPSTREAM = 4, 3, 0.5
@@ -204,7 +205,7 @@ def run_noise(out: Path, quick: bool = False, seed: int = 0, p1: float = 1e-3, p
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result["figure"] = _plot(result, out / "noise.png")
-    (out / "noise.json").write_text(json.dumps(jsonable(result), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(out / "noise.json", json.dumps(jsonable(result), indent=1, allow_nan=False) + "\n")
     return jsonable(result)
 
 

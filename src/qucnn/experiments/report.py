@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..utils.files import atomic_write_text
 from .common import REPORT_FILE
 
 VARIANTS = (("", "torch, binomial shot draws"), ("_aer", "Qiskit Aer"), ("_aer_noise", "Qiskit Aer + noise model"))
@@ -339,8 +340,7 @@ def build_report(metrics: dict) -> str:
 def write_report(out: Path, metrics: dict) -> Path:
     """Write :func:`build_report` of ``metrics`` as ``OUT/report.md``; return its path."""
     path = Path(out) / REPORT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(build_report(metrics))
+    atomic_write_text(path, build_report(metrics))
     return path
 
 

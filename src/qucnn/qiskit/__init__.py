@@ -1,6 +1,6 @@
 """Qiskit integration: export QuCNN circuits, run them through any ``SamplerV2``, model noise.
 
-Install with ``pip install qucnn[qiskit]``. ``import qucnn`` never imports Qiskit, and neither does
+Install with ``pip install 'qucnn[qiskit]'``. ``import qucnn`` never imports Qiskit, and neither does
 ``import qucnn.qiskit``: the submodules are loaded on first use, and without Qiskit every public name
 raises an ``ImportError`` that says which extra to install.
 
@@ -37,7 +37,7 @@ from __future__ import annotations
 import importlib
 
 #: The message of every ImportError raised when Qiskit (or Aer) is missing.
-MISSING = "the Qiskit integration of qucnn needs qiskit and qiskit-aer: pip install qucnn[qiskit]"
+MISSING = "the Qiskit integration of qucnn needs qiskit and qiskit-aer: pip install 'qucnn[qiskit]'"
 
 _WHERE = {
     "to_little_endian": "circuits",

@@ -53,7 +53,7 @@ except ImportError as err:  # exercised by tests/test_qiskit_missing.py
 MAX_SHOTS_PER_RUN = 1 << 22
 METHODS = ("gates", "unitary")
 #: The extra that brings the fake IBM devices.
-RUNTIME_MISSING = "fake IBM devices need qiskit-ibm-runtime: pip install qucnn[hardware]"
+RUNTIME_MISSING = "fake IBM devices need qiskit-ibm-runtime: pip install 'qucnn[hardware]'"
 
 
 def _provider():

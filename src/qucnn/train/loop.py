@@ -10,6 +10,11 @@ loads all of that, and skips the batches already done.
 Each epoch ends with an evaluation on the validation hold-out (when there is one); the test set is
 evaluated once, after the last epoch, so nothing chosen during training can have seen it.
 
+A run that writes files stops with :class:`TrainingDiverged` as soon as its loss, its weights or its Adam
+state stop being finite (checked every step on one CPU process; at every checkpoint and epoch end
+otherwise, over all ranks), before any non-finite checkpoint or model is written: the last checkpoint on
+disk stays the last finite one.
+
 Example:
     from qucnn.train import TrainConfig, make_splits
     fit("quantum", TrainConfig(epochs=1), make_splits(data), DistContext(), None)["final"]["test_accuracy"]
@@ -30,13 +35,20 @@ from tqdm.auto import tqdm
 
 from ..nn.layer import QuConv2d
 from ..nn.models import HybridNet, build_model, dropout_generators, set_shard
+from ..utils.checks import RunError
+from ..utils.devices import reads_back_freely
 from ..utils.files import atomic_save, atomic_write_text
 from ..utils.provenance import versions
 from ..utils.seeds import derive_seed
 from . import report
-from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, non_finite_entries, save_checkpoint
 from .config import DTYPES, EVAL_BATCH, Splits, TrainConfig, check_resume, data_order, one_cycle
 from .distributed import DistContext, all_sum, gather_objects, shard_of, wrap_ddp
+
+
+class TrainingDiverged(RunError):
+    """The loss, the weights or the optimizer state of a run became NaN or infinite; the message says when
+    and which checkpoint was kept (the CLI exits with status 1)."""
 
 
 @dataclass
@@ -52,6 +64,7 @@ class _State:
     seconds: float = 0.0
     cost: dict = field(default_factory=report.zero_cost)  # restored quantum cost of the epoch under way
     history: list = field(default_factory=list)
+    saved_step: int | None = None  # the step of the last checkpoint on disk
 
     def new_epoch(self) -> None:
         self.epoch, self.batch = self.epoch + 1, 0
@@ -102,24 +115,51 @@ def _circuits_done(cfg: TrainConfig, layer: QuConv2d | None, st: _State) -> dict
     return {"circuits": sum(c["circuits"] for c in done.values()), "shots": report.total_shots(done)}
 
 
+def _diverged(kind: str, cfg: TrainConfig, st: _State, path: Path, what: str) -> TrainingDiverged:
+    kept = (f"the last finite checkpoint, step {st.saved_step}, is kept in {path}" if st.saved_step is not None
+            else "no checkpoint had been written yet")
+    seed = f", seed {cfg.seed}" if cfg.compare else ""
+    epoch = st.epoch + 1 if st.batch else st.epoch  # batch 0: the epoch just completed
+    return TrainingDiverged(f"training diverged ({kind}{seed}): {what} by step {st.step} (epoch {epoch}); "
+                            f"{kept}. Try a lower --lr")
+
+
+def _check_finite(kind: str, cfg: TrainConfig, st: _State, path: Path | None, loss_sum: float,
+                  model: HybridNet | None = None, opt=None) -> None:
+    """Raise :class:`TrainingDiverged` when the loss sum (and, given ``model``, the weights or the Adam state)
+    is not finite. Every rank gets the same answer: the loss sum is reduced over ranks, the weights agree."""
+    if path is None:  # a tuning run writes nothing: a diverged setting just scores badly
+        return
+    if not math.isfinite(loss_sum):
+        raise _diverged(kind, cfg, st, path, f"the training loss became {loss_sum}")
+    if model is not None:
+        bad = non_finite_entries({"model": model.state_dict(), "optimizer": opt.state_dict()})
+        if bad:
+            raise _diverged(kind, cfg, st, path, f"{bad[0]} became non-finite")
+
+
 def _save_checkpoint(path: Path | None, kind: str, cfg: TrainConfig, model: HybridNet, opt, st: _State,
                      ctx: DistContext) -> None:
-    """All ranks call this (it gathers their generator states); rank 0 writes ``path`` atomically."""
+    """All ranks call this (it gathers their generator states); rank 0 writes ``path`` atomically, after
+    checking that everything in it is finite."""
     if path is None:
         return
     layer = model.quantum_layer
     partial = _global_partials(st, layer, ctx)
+    _check_finite(kind, cfg, st, path, partial["loss_sum"], model, opt)
     rngs = gather_objects({"torch": torch.get_rng_state(),
                            "layer": None if layer is None else layer.generator.get_state().cpu()}, ctx)
     if not ctx.is_main:
+        st.saved_step = st.step
         return
-    atomic_save({
+    save_checkpoint({
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": kind, "config": cfg.as_dict(),
         "world_size": ctx.world, "model": model.state_dict(), "optimizer": opt.state_dict(),
         "epoch": st.epoch, "batch": st.batch, "step": st.step, "partial": partial, "history": st.history,
         "rng": {"torch": [r["torch"] for r in rngs], "layer": [r["layer"] for r in rngs],
                 "dropout": [g.get_state() for g in dropout_generators(model)]},
     }, path)
+    st.saved_step = st.step
 
 
 def _restore(path: Path, kind: str, cfg: TrainConfig, model: HybridNet, opt, st: _State, ctx: DistContext) -> None:
@@ -127,6 +167,7 @@ def _restore(path: Path, kind: str, cfg: TrainConfig, model: HybridNet, opt, st:
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     st.epoch, st.batch, st.step, st.history = ckpt["epoch"], ckpt["batch"], ckpt["step"], ckpt["history"]
+    st.saved_step = st.step
     if ctx.is_main:  # the epoch's sums so far were reduced over ranks when saved: count them once
         p = ckpt["partial"]
         st.loss_sum, st.correct, st.seen, st.seconds = p["loss_sum"], p["correct"], p["seen"], p["seconds"]
@@ -220,6 +261,7 @@ def _loop(kind, cfg: TrainConfig, data: Splits, ctx: DistContext, run_dir, model
     ckpt_path = None if run_dir is None else run_dir / "checkpoint.pt"
     net = wrap_ddp(model, ctx)
     show = cfg.progress and ctx.is_main
+    every_step = not ctx.enabled and reads_back_freely(dev)
     while st.epoch < cfg.epochs:
         order = data_order(cfg.seed, st.epoch, n)
         if layer is not None:
@@ -248,6 +290,8 @@ def _loop(kind, cfg: TrainConfig, data: Splits, ctx: DistContext, run_dir, model
             loss_acc += torch.stack([loss_sum.detach().to(torch.float64), hits.to(torch.float64)])
             st.seen += len(local)
             st.step, st.batch = st.step + 1, b + 1
+            if every_step:  # one CPU process reads the loss for free: stop at the first bad step
+                _check_finite(kind, cfg, st, ckpt_path, float(loss_sum.detach()))
             bar.update()
             if show and (b % 10 == 0 or b == per_epoch - 1):
                 lsum, corr = loss_acc.tolist()
@@ -271,6 +315,7 @@ def _loop(kind, cfg: TrainConfig, data: Splits, ctx: DistContext, run_dir, model
         lsum, corr = loss_acc.tolist()
         st.loss_sum, st.correct = st.loss_sum + lsum, st.correct + int(corr)
         partial = _global_partials(st, layer, ctx)
+        _check_finite(kind, cfg, st, ckpt_path, partial["loss_sum"])
         if layer is not None:
             layer.reset_cost()
         tic = time.perf_counter()
@@ -283,7 +328,7 @@ def _loop(kind, cfg: TrainConfig, data: Splits, ctx: DistContext, run_dir, model
                  "steps": st.step, "lr": opt.param_groups[0]["lr"], "quantum_cost": partial["cost"],
                  "eval_quantum_cost": _global_cost(layer, report.zero_cost(), ctx)}
         st.history.append(entry)
-        if show:
+        if show or (ctx.is_main and run_dir is not None):  # a line per epoch also in a log without bars
             val = "" if val_acc is None else f"validation loss {val_loss:.4f}, validation acc {100 * val_acc:.2f}%, "
             tqdm.write(f"{kind} epoch {entry['epoch']}/{cfg.epochs}: train loss {entry['train_loss']:.4f}, {val}"
                        f"{st.seconds:.1f} s ({entry['images_per_s']:.0f} img/s)", file=sys.stderr)
@@ -302,4 +347,4 @@ def _loop(kind, cfg: TrainConfig, data: Splits, ctx: DistContext, run_dir, model
     return metrics
 
 
-__all__ = ["evaluate", "fit"]
+__all__ = ["TrainingDiverged", "evaluate", "fit"]

@@ -18,8 +18,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from ..nn.models import build_model
 from ..utils.checks import MissingExtraError, MissingFileError, UsageError
 from ..utils.devices import resolve_device
 from ..utils.files import atomic_write_text, check_writable_dir
+from ..utils.outputs import claim_output_dir
 from ..utils.provenance import versions
 from . import compare, report
 from .config import Splits, TrainConfig, check_resume, make_splits
@@ -76,16 +79,33 @@ def _check_outputs(cfg: TrainConfig) -> None:
                                     "(or pass plot=False / --no-plot)") from err
 
 
+def _claim(cfg: TrainConfig):
+    """Hold ``cfg.out`` for the run (one run per folder; a folder created for a run that fails early is removed
+    again). Under torchrun every rank runs this function: rank 0 holds the folder for all of them."""
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", "0"))
+    if not cfg.out or rank != 0:
+        return contextlib.nullcontext()
+    return claim_output_dir(cfg.out, "--out")
+
+
 def train(config: TrainConfig) -> dict:
     """Train as ``config`` says; return the metrics (also written to ``config.out``/metrics.json).
 
-    Errors the user caused (bad option, missing data directory, unwritable output folder, unreadable or
-    foreign checkpoint, no CUDA) raise :class:`~qucnn.utils.checks.UsageError` before any work.
+    Errors the user caused (bad option, missing data directory, unwritable output folder, a folder another run
+    is writing into, unreadable, corrupted or foreign checkpoint, no CUDA) raise
+    :class:`~qucnn.utils.checks.UsageError` before any work. A loss that becomes NaN raises
+    :class:`~qucnn.train.loop.TrainingDiverged` and a full disk :class:`~qucnn.utils.checks.OutputWriteError`
+    (both :class:`~qucnn.utils.checks.RunError`), keeping the last good checkpoint.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"train expects a TrainConfig, got {type(config).__name__}")
     cfg = config
+    if cfg.out is not None and (not isinstance(cfg.out, (str, os.PathLike)) or str(cfg.out) == ""):
+        raise UsageError(f"out must be a folder path, or None to write nothing; got {cfg.out!r}")
     cfg.validate()
+    if cfg.resume and cfg.overwrite:
+        raise UsageError("resume and overwrite contradict each other (--resume continues OUT's checkpoint, "
+                         "--overwrite starts afresh): pass one of them")
     device = resolve_device(cfg.device)
     if cfg.nproc > 1 and launched_by_torchrun():
         raise UsageError("nproc > 1 under torchrun: torchrun already starts the processes (--nproc-per-node)")
@@ -94,7 +114,12 @@ def train(config: TrainConfig) -> dict:
     data = _load_data(cfg)
     build_model(cfg.run_kinds[0] if cfg.compare else cfg.kind, **cfg.model_options(),
                 input_shape=tuple(data.train_images.shape[1:]), num_classes=data.num_classes)  # bad geometry: fail now
-    _check_outputs(cfg)
+    with _claim(cfg):
+        _check_outputs(cfg)
+        return _launch(cfg, device, data)
+
+
+def _launch(cfg: TrainConfig, device: torch.device, data: Splits) -> dict:
     if cfg.nproc > 1:
         with tempfile.TemporaryDirectory() as tmp:
             result = Path(tmp) / "metrics.json"

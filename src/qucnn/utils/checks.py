@@ -30,11 +30,44 @@ class UsageError(ValueError):
 
 
 class MissingExtraError(UsageError, ImportError):
-    """An optional dependency is not installed; the message names the ``pip install qucnn[...]`` extra."""
+    """An optional dependency is not installed; the message gives the install command (:func:`pip_install`)."""
 
 
 class MissingFileError(UsageError, FileNotFoundError):
     """A file or folder the user named does not exist."""
+
+
+class RunError(Exception):
+    """A run stopped for a reason that is neither a bad option nor a bug: the disk filled up, the training
+    diverged. The message says what happened and what was kept; the CLI prints it as one line and exits with
+    status 1."""
+
+
+class OutputWriteError(RunError, OSError):
+    """A result or checkpoint could not be written (``ENOSPC``, ``EIO``, ...). The message names the path and
+    the errno; ``errno`` holds the number. The file at that path, if any, is the previous one, unchanged."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+#: Most shots one estimate takes: counts stay exact integers in float64 up to ``2**53`` (and the binomial
+#: draws are exact up to there: :func:`qucnn.core.swap_test.estimate_z`).
+MAX_SHOTS = 2**53
+
+
+def pip_install(extra: str) -> str:
+    """The install command of an optional extra, quoted so that it works in every shell (zsh included).
+
+    Example:
+        >>> pip_install("qiskit")
+        "pip install 'qucnn[qiskit]'"
+    """
+    return f"pip install 'qucnn[{extra}]'"
 
 
 def integer(value: Any, name: str) -> int:
@@ -69,15 +102,25 @@ def optional_positive_int(value: Any, name: str, minimum: int = 1) -> int | None
 
 
 def check_shots(shots: Any, name: str = "shots") -> int | None:
-    """``None`` (exact expectations) or a positive integer-like number of shots, returned as an int."""
+    """``None`` (exact expectations) or an integer-like number of shots in ``[1, 2**53]``
+    (:data:`MAX_SHOTS`), returned as an int.
+
+    Example:
+        >>> check_shots(2**53)  # the largest accepted; 2**53 + 1 raises UsageError
+        9007199254740992
+    """
     if shots is None:
         return None
     try:
-        return positive_int(shots, name)
+        number = positive_int(shots, name)
     except TypeError:
         raise TypeError(f"{name} must be a positive int or None, got {type(shots).__name__} {shots!r}") from None
     except UsageError:
         raise UsageError(f"{name} must be a positive int or None, got {shots!r}") from None
+    if number > MAX_SHOTS:
+        raise UsageError(f"{name} must be at most 2**53 = {MAX_SHOTS} (the largest count drawn exactly in "
+                         f"float64), got {number}")
+    return number
 
 
 def as_pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
@@ -123,5 +166,6 @@ def check_finite(x: Tensor, what: str = "input") -> None:
     raise UsageError(f"{what} must be finite, got {bad} NaN/inf value(s) among {x.numel()}")
 
 
-__all__ = ["MissingExtraError", "MissingFileError", "UsageError", "as_pair", "check_finite", "check_shots",
-           "integer", "one_of", "optional_positive_int", "positive_int"]
+__all__ = ["MAX_SHOTS", "MissingExtraError", "MissingFileError", "OutputWriteError", "RunError", "UsageError",
+           "as_pair", "check_finite", "check_shots", "integer", "one_of", "optional_positive_int", "pip_install",
+           "positive_int"]

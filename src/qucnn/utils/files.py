@@ -1,7 +1,9 @@
 """Atomic files: a reader, or a run killed at any moment, sees the old file or the new one, never a mixture.
 
 Every file is written to a temporary file in the destination's folder, flushed and fsync'ed, then moved
-over the destination with ``os.replace`` (atomic on POSIX); no temporary file is left behind.
+over the destination with ``os.replace`` (atomic on POSIX); no temporary file is left behind. A write that
+fails (a full disk, an I/O error) raises :class:`~qucnn.utils.checks.OutputWriteError` naming the path and
+the errno, and leaves the previous file as it was.
 
 Example:
     atomic_write_text("note.txt", "done")
@@ -10,6 +12,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno as errno_codes
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -17,7 +21,7 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-from .checks import UsageError
+from .checks import OutputWriteError, UsageError
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -36,14 +40,30 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
+def write_error(path: str | Path, err: OSError) -> OutputWriteError:
+    """The one-line :class:`OutputWriteError` for an ``OSError`` met while writing ``path``: the path, the
+    errno's number, name and meaning, e.g. ``cannot write out/checkpoint.pt: [Errno 28 ENOSPC] No space left
+    on device``."""
+    code = err.errno
+    name = errno_codes.errorcode.get(code, "") if code is not None else ""
+    reason = err.strerror or str(err) or type(err).__name__
+    errno_text = f"[Errno {code} {name}] ".replace(" ]", "]") if code is not None else ""
+    return OutputWriteError(f"cannot write {path}: {errno_text}{reason}; the previous file, if any, is unchanged",
+                            code)
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Call ``write(fh)`` on a temporary file beside ``path``, fsync it, then ``os.replace`` it onto ``path``.
 
-    On any error (including ``KeyboardInterrupt``) the temporary file is removed and ``path`` is untouched.
+    On any error (including ``KeyboardInterrupt``) the temporary file is removed and ``path`` is untouched;
+    an ``OSError`` (``ENOSPC``, ``EIO``, ...) becomes an :class:`OutputWriteError` naming ``path`` and the errno.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise write_error(path, err) from err
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), _default_mode())  # mkstemp makes 0600; give what open() would
@@ -51,17 +71,26 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and not isinstance(err, OutputWriteError):
+            raise write_error(path, err) from err
         raise
     _fsync_dir(path.parent)
     return path
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda fh: torch.save(obj, fh))
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_write`).
+
+    The object is serialised in memory first: ``torch.save`` into a file turns a failed write into a C++
+    ``RuntimeError`` without the errno, while writing the bytes ourselves keeps it.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
+    return atomic_write(path, lambda fh: fh.write(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -116,4 +145,5 @@ def check_writable_file(path: str | Path, option: str = "--json") -> Path:
     return path
 
 
-__all__ = ["atomic_save", "atomic_write", "atomic_write_text", "check_writable_dir", "check_writable_file"]
+__all__ = ["atomic_save", "atomic_write", "atomic_write_text", "check_writable_dir", "check_writable_file",
+           "write_error"]
