@@ -399,3 +399,117 @@ def test_resume_with_overwrite_and_demo_without_images_are_usage_errors(tmp_path
     for images in ("0", "-1"):
         assert cli.main(["demo", "--images", images]) == 2
         assert "--images must be a positive int" in _one_line(capsys)
+
+
+# -- the layer: memory, meta tensors, faint patches, backends that break their contract, pickling ----------------
+
+def test_a_forward_too_large_for_memory_is_refused_at_once(monkeypatch):
+    """20-qubit filters on a (1, 4, 512, 512) input: the states alone need tens of GiB. Refused before anything
+    large is allocated, within a second, saying what was asked, what it needs and what there is."""
+    layer = QuConv2d(4, 1024, 512, layers=3)
+    x = torch.zeros(1, 4, 512, 512)
+    x[0, 0, 0, 0] = 1.0
+    tic = time.perf_counter()
+    with pytest.raises(UsageError, match=r"needs about \d+\.\d GiB \(1024 filter states of 20 qubits, input "
+                                         r"\(1, 4, 512, 512\)\) but cpu has \d+\.\d GiB available"):
+        layer(x)
+    assert time.perf_counter() - tic < 1.0
+    import qucnn.nn.memory as memory  # the check reads the device's memory: a small machine refuses smaller calls
+
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 2**30)
+    with pytest.raises(UsageError, match="but cpu has 1.0 GiB available"):  # 4096 states of 12 qubits, 6 layers
+        QuConv2d(1, 4096, 64, layers=6)(torch.rand(1, 1, 64, 64))
+
+
+def test_a_meta_forward_infers_the_shape_without_computing():
+    layer = QuConv2d(3, 5, 3, stride=2, padding=1, layers=2, device="meta")
+    out = layer(torch.empty(4, 3, 17, 16, device="meta"))
+    assert out.device.type == "meta" and out.shape == (4, 5, 9, 8) and out.dtype == torch.float32
+    assert layer(torch.empty(3, 17, 16, device="meta")).shape == (5, 9, 8)
+
+
+@pytest.mark.parametrize("dtype, faint", [(torch.float32, 1e-30), (torch.float64, 1e-200)])
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_a_faint_patch_beside_bright_ones_keeps_its_fidelity(dtype, faint, backend):
+    """Values 1..255 with a band scaled by 1e-30 (float32) or 1e-200 (float64): every patch of the band keeps its
+    fidelity to the dtype's precision (it used to be 0); only exactly all-zero patches give 0."""
+    import torch.nn.functional as F
+
+    x = torch.randint(1, 256, (2, 1, 12, 12), generator=torch.Generator().manual_seed(0)).to(dtype)
+    x[:, :, 4:8, :] *= faint
+    x[1, :, 9:, :] = 0
+    layer = QuConv2d(1, 3, 3, layers=2, backend=backend, generator=torch.Generator().manual_seed(0)).to(dtype)
+    with torch.no_grad():
+        out = layer(x).double()
+    states = layer.ansatz.state(layer.theta.detach().double(), method="gates")
+    patches = F.unfold(x.double(), 3).transpose(1, 2)  # each patch normalised by its own largest value first
+    top = patches.abs().amax(-1, keepdim=True)
+    unit = patches / torch.where(top > 0, top, torch.ones_like(top))
+    unit = F.pad(unit / unit.norm(dim=-1, keepdim=True).clamp(min=1e-300), (0, 7))
+    want = ((unit.to(states.dtype) @ states.conj().T).abs() ** 2).transpose(1, 2).reshape(out.shape)
+    assert (out - want).abs().max() <= (1e-6 if dtype == torch.float32 else 1e-13)
+    assert torch.equal(out == 0, want == 0) and int((want == 0).sum()) > 0
+
+
+def test_a_faint_patch_has_a_finite_input_gradient_in_float32():
+    x = torch.randint(1, 256, (1, 1, 8, 8), generator=torch.Generator().manual_seed(1)).float()
+    x[:, :, :4, :] *= 1e-30
+    x.requires_grad_(True)
+    layer = QuConv2d(1, 2, 2, layers=1, generator=torch.Generator().manual_seed(0))
+    layer(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad[0, 0, :3].abs().max() > 1e20  # dF/dx ~ 1/||x|| there
+
+
+def test_a_backend_returning_the_wrong_type_is_named():
+    from qucnn.backends import ReferenceBackend
+
+    class Broken(ReferenceBackend):
+        name = "broken"
+
+        def maps(self, x, states, spec):
+            return super().maps(x, states, spec)[0].tolist()
+
+    with pytest.raises(TypeError, match=r"backend 'broken' \(Broken\)\.maps returned list, expected a pair of tensors"):
+        QuConv2d(1, 2, 2, layers=1, backend=Broken())(torch.rand(1, 1, 3, 3))
+
+
+@pytest.mark.parametrize("name", ["aer", "pennylane"])
+def test_layers_on_circuit_backends_copy_pickle_and_save(name, tmp_path):
+    import copy
+    import pickle
+
+    from qucnn.backends import get_backend
+
+    options = {"fake_device": "fake_torino"} if name == "aer" else {"device": "default.qubit"}
+    backend = get_backend(name, seed=3, **options)
+    layer = QuConv2d(1, 2, 2, layers=1, shots=50, backend=backend, generator=torch.Generator().manual_seed(0))
+    model = torch.nn.Sequential(layer, torch.nn.Flatten())
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert type(clone[0].backend) is type(backend) and clone[0].backend.arguments == backend.arguments
+        assert clone[0].backend is not backend
+        assert torch.equal(clone[0].theta, layer.theta)
+    torch.save(model, tmp_path / "model.pt")
+    torch.save(model.state_dict(), tmp_path / "state.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert loaded[0].backend.arguments == backend.arguments and torch.equal(loaded[0].theta, layer.theta)
+    fresh = torch.nn.Sequential(QuConv2d(1, 2, 2, layers=1, shots=50, backend=name), torch.nn.Flatten())
+    fresh.load_state_dict(torch.load(tmp_path / "state.pt"))
+    assert torch.equal(fresh[0].theta, layer.theta)
+    with torch.no_grad():
+        assert loaded(torch.rand(1, 1, 3, 3)).shape == (1, 8)
+
+
+def test_a_circuit_backend_holding_a_live_object_says_so_when_pickled():
+    import copy
+    import pickle
+
+    from qiskit.transpiler.preset_passmanagers import generate_preset_pass_manager
+
+    from qucnn.backends import QiskitBackend
+
+    backend = QiskitBackend(pass_manager=generate_preset_pass_manager(1), seed=1)  # holds a local lambda
+    with pytest.raises(TypeError, match=r"QiskitBackend cannot be pickled: its argument\(s\) pass_manager are live "
+                                        "objects"):
+        pickle.dumps(backend)
+    clone = copy.deepcopy(backend)  # a deep copy needs no pickle: a backend of its own, the same settings
+    assert isinstance(clone, QiskitBackend) and clone.arguments.keys() == backend.arguments.keys()

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from ..core.swap_test import SWAP_ANCILLA, swap_test_ops
-from ..utils.checks import MissingExtraError, UsageError, optional_positive_int
+from ..utils.checks import MissingExtraError, UsageError, optional_positive_int, pip_install
 from .circuit_backend import CircuitBackend, CircuitRows
 
-MISSING = "the PennyLane backend needs pennylane: pip install 'qucnn[pennylane]'"
+MISSING = f"the PennyLane backend needs pennylane: {pip_install('pennylane')}"
 #: Registry gate -> PennyLane operation name.
 GATE_NAMES = {"H": "Hadamard", "X": "PauliX", "Z": "PauliZ", "RX": "RX", "RY": "RY", "RZ": "RZ", "CNOT": "CNOT",
               "CSWAP": "CSWAP"}

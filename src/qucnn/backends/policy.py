@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..core.simulator import free_bytes
-from ..utils.checks import MissingExtraError, one_of, optional_positive_int, positive_int
+from ..utils.checks import MissingExtraError, one_of, optional_positive_int, pip_install, positive_int
 from .fused import FusedEngine
 from .reference import ReferenceBackend
 from .simulator import SimulatorBackend
@@ -131,7 +131,7 @@ def _reference() -> ReferenceBackend:
 @functools.lru_cache(maxsize=1)
 def _triton_engine() -> SimulatorBackend:
     if importlib.util.find_spec("triton") is None:
-        raise MissingExtraError("the Triton engine needs Triton: pip install 'qucnn[gpu]'")
+        raise MissingExtraError(f"the Triton engine needs Triton: {pip_install('gpu')}")
     from .triton import TritonEngine  # optional: imports Triton
 
     return TritonEngine()

@@ -38,7 +38,7 @@ class QuConv2d(nn.Module):
         padding: an int, a pair, ``"valid"`` or ``"same"``, as :class:`torch.nn.Conv2d`.
         dilation: as :class:`torch.nn.Conv2d`.
         layers: depth ``L`` of the Fig. 1 ansatz; ``theta`` has shape ``(out_channels, L, n_qubits, 2)``.
-        shots: ``None`` for exact fidelities, or ``S`` shots per output (the binomial estimate of Eq. 2;
+        shots: ``None`` for exact fidelities, or ``S`` shots per output, ``S <= 2**53`` (the binomial estimate of Eq. 2;
             gradients are then those of the expectation, a straight-through estimator).
         gradient: ``"autograd"`` (exact, fast), ``"parameter-shift"`` (Eq. 4-6, post-processed),
             ``"entanglement"`` (Eq. 16-17, ``c = max_j |g_j|``) or ``"sampled"`` (a budget of

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..utils.checks import UsageError, check_shots, one_of, optional_positive_int
+from ..utils.checks import MAX_SHOTS, UsageError, check_shots, one_of, optional_positive_int
 
 GRADIENT_MODES = ("autograd", "parameter-shift", "entanglement", "sampled")
 #: Gradient modes whose circuits take ``gradient_shots`` shots each.
@@ -33,7 +33,7 @@ class QuantumSettings:
     """How a layer's circuits run.
 
     Attributes:
-        shots: ``None`` for exact expectations, or ``S`` shots per output.
+        shots: ``None`` for exact expectations, or ``S`` shots per output (``1 <= S <= 2**53``).
         gradient: one of :data:`GRADIENT_MODES` (see :mod:`qucnn.nn.functional`).
         gradient_shots: shots per gradient circuit (``parameter-shift``, ``entanglement``; ``None``: exact).
         gradient_budget: single-shot circuits per backward for ``gradient="sampled"``.
@@ -51,6 +51,8 @@ class QuantumSettings:
         one_of(self.gradient, GRADIENT_MODES, "gradient")
         object.__setattr__(self, "gradient_shots", check_shots(self.gradient_shots, "gradient_shots"))
         object.__setattr__(self, "gradient_budget", optional_positive_int(self.gradient_budget, "gradient_budget"))
+        if self.gradient_budget is not None and self.gradient_budget > MAX_SHOTS:
+            raise UsageError(f"gradient_budget must be at most 2**53 single-shot circuits, got {self.gradient_budget}")
         if self.generator is not None and not isinstance(self.generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(self.generator).__name__}")
 

@@ -6,7 +6,8 @@ float64:
 
 - fidelity maps and their gradients: the fused kernels;
 - expectations (the forward with shots, every gradient estimator): one fused launch with the shot draws;
-- shot estimates of given expectations: the Philox binomial kernel;
+- shot estimates of given expectations: the Philox binomial kernel (above
+  :data:`~qucnn.core.swap_test.EXACT_DRAW_LIMIT` shots, where its BTRS would drift: torch's summed exact draws);
 - filter states: the ansatz kernels (one launch each way) for registers of up to
   :data:`~.plan.MAX_ANSATZ_DIM` amplitudes; larger ones: the closed form in torch.
 
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ...core.geometry import ConvSpec
+from ...core.swap_test import EXACT_DRAW_LIMIT, estimate_z
 from ..base import Filters, Result
 from ..simulator import SimulatorBackend
 from . import maps, ops
@@ -59,12 +61,17 @@ class TritonEngine(SimulatorBackend):
 
     def sample(self, values: Tensor, shots: int, generator: torch.Generator | None = None) -> Tensor:
         ops.check_device(values)
+        if shots > EXACT_DRAW_LIMIT:  # the kernel's BTRS drifts there, as torch's does: torch's summed draws
+            return estimate_z(values, shots, generator)
         return maps.sample(values, shots, generator)
 
     def expectations(self, x: Tensor, filters: Filters, spec: ConvSpec, *, upstream: Tensor | None = None,
                      mask: Tensor | None = None, shots: int | None = None,
                      generator: torch.Generator | None = None) -> Result:
         ops.check_device(x)
+        if shots is not None and shots > EXACT_DRAW_LIMIT:  # the maps, then torch's exact summed draws
+            return super().expectations(x, filters, spec, upstream=upstream, mask=mask, shots=shots,
+                                        generator=generator)
         prepared, spec = spec.prepare(x)
         with torch.no_grad():
             values = maps.expectations(prepared, self._vectors(filters), filters.shape[0], spec, upstream, mask,
