@@ -282,6 +282,5 @@ def test_the_class_count_survives_subsets_and_the_old_name_still_imports():
     assert small.num_classes == 10  # declared by the data set, not read off the 10 labels kept
     with pytest.raises(ValueError, match="label 9 at index"):
         load_dataset(None, num_classes=9)
-    with pytest.warns(DeprecationWarning, match="renamed ImageSplits"):
-        from qucnn.datasets import Dataset
-    assert Dataset is ImageSplits
+    with pytest.raises(ImportError):  # an unpublished version's name: gone
+        from qucnn.datasets import Dataset  # noqa: F401

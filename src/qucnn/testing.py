@@ -35,7 +35,6 @@ from torch import Tensor
 
 from .backends.base import Backend
 from .backends.registry import get_backend
-from .core.ansatz import FilterAnsatz
 from .core.geometry import ConvSpec, unfold_encoded
 from .core.windows import valid_patches
 from .nn.functional import quconv2d

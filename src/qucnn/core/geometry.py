@@ -76,7 +76,7 @@ class ConvSpec:
             return cls(kernel, stride_p, (pad4[2], pad4[0]), dil)
         return cls(kernel, stride_p, (0, 0), dil, None if pad4 == (0, 0, 0, 0) else pad4, padding_mode)
 
-    @property
+    @functools.cached_property
     def span(self) -> Pair:
         """Rows and columns one window covers: ``d (k - 1) + 1``."""
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))  # type: ignore[return-value]

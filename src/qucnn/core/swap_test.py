@@ -42,12 +42,9 @@ def backprop_ancilla(n: int) -> int:
 
 
 #: The largest count one ``torch.binomial`` draw takes. torch's BTRS sampler loses float64 precision in its
-#: acceptance test as the count grows: at ``S = 2**53`` its variance is off by +2.0% (p = 0.5) and -1.3%
-#: (p = 0.3), 20 and 13 standard errors over 2e6 draws; against the same seeds at ``2**40`` its mean drifts by
-#: 2e-4 standard deviations at ``2**48`` and 2.4e-3 at ``2**50``, and by less than 2e-5 (mean and variance) at
-#: ``2**44`` (benchmarks/binomial_exactness.json). Larger ``S`` are drawn as a sum of binomials of at most this
-#: many shots (independent ``Binomial(S_i, p)`` add up to ``Binomial(sum S_i, p)``): 512 draws at
-#: ``S = 2**53``, one draw for any ``S`` a device could run.
+#: acceptance test as the count grows (its variance and mean drift measurably above this count:
+#: ``benchmarks/binomial_exactness.py`` and its JSON). Larger ``S`` are drawn as a sum of binomials of at most this
+#: many shots (independent ``Binomial(S_i, p)`` add up to ``Binomial(sum S_i, p)``).
 EXACT_DRAW_LIMIT = 2**44
 
 

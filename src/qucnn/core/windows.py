@@ -5,9 +5,9 @@ patch, and a power of two changes no digit of any result. Two powers of two keep
 
 - :func:`scale_input` computes half precision in float32 and brings every image's largest magnitude into
   ``[0.5, 1)`` (the overlaps ``<f|x>`` neither overflow nor underflow), unless it is in a safe range already;
-- the squared norms are summed from the image lifted by :func:`norm_lift` (its largest value brought to
-  ``2**E``, :data:`NORM_EXPONENT`), so that the squares of a patch far fainter than the largest value of its own
-  image keep their digits: float32 patches down to ``2**-117`` (float64: ``2**-1011``) of it. Only exactly
+- the squared norms are summed from the input lifted by a power of two that brings its largest value to
+  ``2**E`` (:data:`NORM_EXPONENT`), so that the squares of a patch far fainter than the largest value of its own
+  image keep their digits: float32 patches down to ``2**-100`` (float64: ``2**-990``) of it. Only exactly
   all-zero patches get 0.
 
 Example:
@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +31,11 @@ from .geometry import ConvSpec
 
 #: Half-precision inputs are computed in this dtype.
 HALF_TYPES = (torch.float16, torch.bfloat16)
-#: Images whose largest magnitude lies in ``[2**-e, 2**e]`` need no scaling in this dtype (CPU only: elsewhere
-#: every image is scaled, so that the host never waits for a decision).
+#: Images whose largest magnitudes lie in ``[2**-e, 2**e]``, within :data:`SAFE_SPREAD` of each other, need no
+#: scaling in this dtype (CPU only: elsewhere every image is scaled, so that the host never waits for a decision).
 SAFE_EXPONENT = {torch.float32: 40, torch.float64: 300}
+#: Largest ratio of two images' largest magnitudes that one lift of the norms serves without scaling the images.
+SAFE_SPREAD = 2.0**16
 #: Per compute dtype, the power of two an image's largest value is lifted to for its squared patch norms: high
 #: enough that the squares of a patch ``2**-117`` (float32) or ``2**-1011`` (float64) times fainter keep their
 #: digits, low enough that the squares of a patch of a million values at that size cannot overflow.
@@ -50,21 +53,24 @@ def norm_lift(top: Tensor) -> Tensor:
     return torch.ldexp(torch.ones_like(top), NORM_EXPONENT[top.dtype] - torch.frexp(top).exponent)
 
 
-def scale_input(x: Tensor) -> tuple[Tensor, Tensor]:
+def scale_input(x: Tensor) -> tuple[Tensor, float]:
     """``(x', lift)``: ``x`` in :func:`compute_dtype`, each image scaled by ``2**-e`` so that its largest
-    magnitude lies in ``[0.5, 1)`` (all-zero images unscaled), and the per-image :func:`norm_lift` of ``x'``
-    ``(B, 1, 1, 1)``. On the CPU, inputs whose every image is already in a safe range are returned as they are
+    magnitude lies in ``[0.5, 1)`` (all-zero images unscaled), and the power of two ``lift`` that brings the
+    largest value of ``x'`` to ``2**E`` for the squared norms (:func:`inverse_norms`). On the CPU, inputs whose
+    images are already in a safe range (:data:`SAFE_EXPONENT`, :data:`SAFE_SPREAD`) are returned as they are
     (one reduction read back, no copy); on other devices the scaling always runs, so the host never waits.
     Differentiable: the scales are constants per image, and ``F`` is invariant to them."""
     x = x.to(compute_dtype(x.dtype))
-    top = x.detach().abs().amax(dim=(1, 2, 3), keepdim=True) if x.numel() else x.new_zeros((x.shape[0], 1, 1, 1))
-    if x.numel() and reads_back_freely(x.device):
+    exponent = NORM_EXPONENT[x.dtype]
+    if x.numel() == 0:
+        return x, 2.0**exponent
+    top = x.detach().abs().amax(dim=(1, 2, 3), keepdim=True)
+    if reads_back_freely(x.device):
         smallest, largest = torch.stack(torch.aminmax(top)).tolist()
-        safe = 2.0 ** SAFE_EXPONENT.get(x.dtype, 40)
-        if 1 / safe <= smallest and largest <= safe:
-            return x, norm_lift(top)
-    scale = torch.ldexp(torch.ones_like(top), -torch.frexp(top).exponent)
-    return x * scale, norm_lift(top * scale)
+        safe = 2.0 ** SAFE_EXPONENT[x.dtype]
+        if 1 / safe <= smallest and largest <= safe and largest <= smallest * SAFE_SPREAD:
+            return x, math.ldexp(1.0, exponent - math.frexp(largest)[1])
+    return x * torch.ldexp(torch.ones_like(top), -torch.frexp(top).exponent), 2.0**exponent
 
 
 def prepare_input(x: Tensor) -> Tensor:
@@ -124,14 +130,17 @@ def squared_norms(x: Tensor, spec: ConvSpec, band_max_size: int = 64) -> Tensor:
     return window_sums(x2 if x.shape[1] == 1 else x2.sum(1, keepdim=True), spec, band_max_size)
 
 
-def inverse_norms(x: Tensor, spec: ConvSpec, lift: Tensor, band_max_size: int = 64) -> Tensor:
+def inverse_norms(x: Tensor, spec: ConvSpec, lift: float, band_max_size: int = 64) -> Tensor:
     """``1 / ||x_patch||`` of every window of the prepared input ``x``, ``(B, 1, H', W')``, from the squared norms of
-    ``x`` times ``lift`` (:func:`scale_input`): 0 exactly on all-zero patches (no state: fidelity 0 by definition).
+    ``x`` times the power of two ``lift`` (:func:`scale_input`): 0 exactly on all-zero patches (no state: fidelity
+    0 by definition).
 
     ``rsqrt``, never ``1 / ||x||^2``: finite for every squared norm that is not zero. Two cheap passes; a boolean
     mask and ``where`` cost several times more on the CPU.
     """
-    norms = squared_norms(x * lift, spec, band_max_size)
+    lifted = x * lift
+    lifted = lifted.mul_(lifted) if x.shape[1] == 1 else lifted.mul_(lifted).sum(1, keepdim=True)
+    norms = window_sums(lifted, spec, band_max_size)
     return norms.rsqrt().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0).mul_(lift)
 
 
@@ -149,5 +158,5 @@ def valid_patches(x: Tensor, spec: ConvSpec) -> Tensor:
     return window_sums(nonzero, spec) > 0
 
 
-__all__ = ["HALF_TYPES", "NORM_EXPONENT", "SAFE_EXPONENT", "compute_dtype", "inverse_norms", "norm_lift",
+__all__ = ["HALF_TYPES", "NORM_EXPONENT", "SAFE_EXPONENT", "SAFE_SPREAD", "compute_dtype", "inverse_norms", "norm_lift",
            "prepare_input", "scale_input", "squared_norms", "valid_patches", "window_sums"]

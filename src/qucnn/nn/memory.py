@@ -19,7 +19,6 @@ from torch import Tensor
 
 from ..core.geometry import ConvSpec
 from ..core.simulator import free_bytes
-from ..core.windows import compute_dtype
 from ..utils.checks import UsageError
 
 #: Estimates below this many bytes are not checked (no query of the free memory on the hot path).
@@ -31,7 +30,7 @@ MEMORY_FRACTION = 0.8
 def call_bytes(x: Tensor, theta: Tensor, spec: ConvSpec) -> int:
     """Bytes of the unchunkable allocations of one call: filter states (every layer's, for the adjoint
     backward), weights, output maps and their validity mask."""
-    real = torch.finfo(compute_dtype(x.dtype)).bits // 8
+    real = 8 if x.dtype == torch.float64 else 4
     filters, layers, n = theta.shape[:3]
     d = 2**n
     states = (layers + 2) * filters * d * 2 * max(real, theta.element_size())

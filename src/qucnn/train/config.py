@@ -208,7 +208,7 @@ class Splits:
 
 def make_splits(data, validation: int = DEFAULT_VALIDATION, limit_train: int | None = None,
                 limit_test: int | None = None) -> Splits:
-    """Hold out the last ``validation`` training images of ``data`` (a :class:`qucnn.datasets.Dataset`); train
+    """Hold out the last ``validation`` training images of ``data`` (a :class:`qucnn.datasets.ImageSplits`); train
     on the first ``limit_train`` of the rest; test on the first ``limit_test`` test images. The held-out
     images do not depend on ``limit_train``, so runs of different sizes validate on the same images.
 

@@ -47,7 +47,7 @@ def _unfolds(weight: Tensor, route: str, x_needs_grad: bool) -> bool:
 
 
 def _maps_nograd(x: Tensor, weight: Tensor, spec: ConvSpec, policy, unfolded: bool,
-                 lift: Tensor) -> tuple[Tensor, Tensor]:
+                 lift: float) -> tuple[Tensor, Tensor]:
     """``(F, valid)`` in chunks of ``policy.chunk_elements`` overlaps."""
     ho, wo = spec.output_size(*x.shape[-2:])
     k = weight.shape[0] // 2
@@ -56,9 +56,9 @@ def _maps_nograd(x: Tensor, weight: Tensor, spec: ConvSpec, policy, unfolded: bo
     band = policy.band_max_size
     for i, j in _chunks(x.shape[0], 2 * k * ho * wo, policy.chunk_elements):
         if unfolded:
-            isq = parts.unfolded_parts(x[i:j], weight, spec, band, lift[i:j], out=out[i:j])[2]
+            isq = parts.unfolded_parts(x[i:j], weight, spec, band, lift, out=out[i:j])[2]
         else:
-            isq = parts.conv_parts(x[i:j], weight, spec, band, lift[i:j], out=out[i:j])[1]
+            isq = parts.conv_parts(x[i:j], weight, spec, band, lift, out=out[i:j])[1]
         torch.gt(isq, 0, out=valid[i:j])
     return out, valid
 
@@ -74,7 +74,7 @@ class _FusedMaps(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, states: Tensor, spec: ConvSpec, policy, lift: Tensor):
+    def forward(ctx, x: Tensor, states: Tensor, spec: ConvSpec, policy, lift: float):
         weight = parts.filter_weight(states, x.shape[1], spec.kernel, x.dtype)
         ctx.weight, ctx.spec, ctx.policy, ctx.lift = weight, spec, policy, lift  # intermediates, settings
         ho, wo = spec.output_size(*x.shape[-2:])
@@ -116,20 +116,20 @@ class _FusedMaps(torch.autograd.Function):
         kept, ctx.kept = ctx.kept, None  # used up in place below: a second backward recomputes
         for i, j in ctx.spans:
             if ctx.unfolded:
-                z, patches = kept if kept is not None else parts.unfolded_parts(x[i:j], weight, spec, band, lift[i:j])[:2]
+                z, patches = kept if kept is not None else parts.unfolded_parts(x[i:j], weight, spec, band, lift)[:2]
                 if grad_w is not None:
                     parts.unfolded_backward(z, patches, g[i:j], grad_w)
                 if grad_x is not None:  # the patch route only runs for x without a gradient, unless forced
-                    grad_x[i:j] = parts.input_grad(x[i:j], weight, spec, band, lift[i:j], g[i:j])
+                    grad_x[i:j] = parts.input_grad(x[i:j], weight, spec, band, lift, g[i:j])
             else:
                 z, isq, fid = (*kept, fid_saved) if kept is not None else \
-                    parts.conv_parts(x[i:j], weight, spec, band, lift[i:j], fid=need_x)
+                    parts.conv_parts(x[i:j], weight, spec, band, lift, fid=need_x)
                 parts.conv_backward(x[i:j], weight, spec, z, isq, fid if need_x else None, g[i:j],
                                     None if grad_x is None else grad_x[i:j], grad_w)
         return grad_x, None if grad_w is None else parts.states_grad(grad_w, states), None, None, None
 
 
-def fused_maps(x: Tensor, states: Tensor, spec: ConvSpec, policy, lift: Tensor) -> tuple[Tensor, Tensor]:
+def fused_maps(x: Tensor, states: Tensor, spec: ConvSpec, policy, lift: float) -> tuple[Tensor, Tensor]:
     """``(F, valid)`` of a prepared input ``x`` with its norms' ``lift`` (:func:`~qucnn.core.windows.scale_input`;
     symmetric zero padding in ``spec``) and ``states`` ``(K, d)``, in ``x``'s dtype; one autograd node when a
     gradient is recorded. ``policy``: a resolved :class:`~qucnn.backends.RoutePolicy`."""

@@ -51,7 +51,7 @@ def states_grad(gw: Tensor, states: Tensor) -> Tensor:
     return grad
 
 
-def conv_parts(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, lift: Tensor, out: Tensor | None = None,
+def conv_parts(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, lift: float, out: Tensor | None = None,
                fid: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
     """``(z, isq, F)``: the normalised overlaps ``z = conv2d(x, weight) / ||x||`` ``(b, 2K, H', W')`` (real
     and minus imaginary parts), ``isq = 1 / ||x||`` ``(b, 1, H', W')`` and ``F = z_re^2 + z_im^2``
@@ -66,7 +66,7 @@ def conv_parts(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, lift: Tenso
     return z, isq, f.addcmul_(z[:, k:], z[:, k:])
 
 
-def unfolded_parts(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, lift: Tensor,
+def unfolded_parts(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, lift: float,
                    out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(z, patches, isq, F)`` by the normalised patch matrix: ``patches`` ``(b, C*kh*kw, H'*W')`` holds
     every patch divided by its norm (0 for all-zero ones), ``z = weight @ patches`` ``(b, 2K, H'*W')`` the
@@ -88,7 +88,7 @@ def unfolded_parts(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, lift: T
     return z, patches, isq, f.addcmul_(z[:, k:], z[:, k:]).view(b, k, ho, wo)
 
 
-def input_grad(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, lift: Tensor, g: Tensor) -> Tensor:
+def input_grad(x: Tensor, weight: Tensor, spec: ConvSpec, band: int, lift: float, g: Tensor) -> Tensor:
     """``dL/dx`` for one chunk by the convolution route (recomputed; used when the patch route is forced)."""
     z, isq, fid = conv_parts(x, weight, spec, band, lift)
     grad_x = torch.empty_like(x)

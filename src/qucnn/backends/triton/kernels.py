@@ -68,12 +68,12 @@ def _filter_rows(s_ptr, kc, K, ssk, sst, KC: tl.constexpr, M: tl.constexpr, M_PA
 
 
 @triton.jit
-def _tap(z, n, nl, t, x_ptr, lane, y0, x0, live, sc, s_ptr, k, part, kmask, H, W, sxc, sxh, sxw, ssk, sst, DH, DW,
+def _tap(z, n, t, x_ptr, lane, y0, x0, live, sc, s_ptr, k, part, kmask, H, W, sxc, sxh, sxw, ssk, sst, DH, DW,
          KH: tl.constexpr, KW: tl.constexpr, COMPLEX: tl.constexpr, HAS_SCALE: tl.constexpr, ACC: tl.constexpr,
          PADDED: tl.constexpr, lift):
     """Add tap ``t`` (channel, kernel row, kernel column) of every window: ``z += w[:, t] x_t`` (an outer product of
-    the filter column and the lanes' values, in registers: no layout change, no shared memory), ``n += x_t^2``
-    and ``nl += (LIFT x_t)^2`` (the squares of faint patches, which ``n`` loses to underflow)."""
+    the filter column and the lanes' values, in registers: no layout change, no shared memory) and
+    ``n += (lift x_t)^2`` (the squared norm of the lifted patch: see :data:`qucnn.core.windows.NORM_EXPONENT`)."""
     ci = t // (KH * KW)
     ki = (t // KW) % KH
     kj = t % KW
@@ -91,20 +91,17 @@ def _tap(z, n, nl, t, x_ptr, lane, y0, x0, live, sc, s_ptr, k, part, kmask, H, W
     else:
         wt = tl.load(s_ptr + k * ssk + t * sst, mask=kmask & (part == 0), other=0.0).to(ACC)
     xl = xt * lift
-    return z + wt[:, None] * xt[None, :], n + xt * xt, nl + xl * xl
+    return z + wt[:, None] * xt[None, :], n + xl * xl
 
 
 @triton.jit
-def _inverse_norms(n, nl, threshold, lift):
-    """``1 / ||x||`` from the squared norms ``n`` and the lifted ones ``nl`` (used where ``n`` is below
-    ``threshold``: see :data:`qucnn.core.windows.FAINT`), 0 for all-zero patches."""
-    plain = tl.where(n > 0, 1.0 / tl.sqrt(tl.where(n > 0, n, 1.0)), 0.0)
-    lifted = tl.where(nl > 0, lift / tl.sqrt(tl.where(nl > 0, nl, 1.0)), 0.0)
-    return tl.where(n < threshold, lifted, plain)
+def _inverse_norms(n, lift):
+    """``1 / ||x||`` from the squared norms ``n`` of the patches lifted by ``lift``, 0 for all-zero patches."""
+    return tl.where(n > 0, lift / tl.sqrt(tl.where(n > 0, n, 1.0)), 0.0)
 
 
 @triton.jit
-def forward_kernel(x_ptr, scale_ptr, s_ptr, out_ptr, valid_ptr, up_ptr, mask_ptr, key_ptr, tail_ptr, faint_ptr,
+def forward_kernel(x_ptr, scale_ptr, s_ptr, out_ptr, valid_ptr, up_ptr, mask_ptr, key_ptr, tail_ptr, lift_ptr,
                    B, K, O, H, W, WO, P, NKC, shots, sxb, sxc, sxh, sxw, ssk, sst, SH, SW, PH, PW, DH, DW,
                    KH: tl.constexpr, KW: tl.constexpr, M: tl.constexpr, M_PAD: tl.constexpr, KC: tl.constexpr,
                    BLOCK: tl.constexpr, COMPLEX: tl.constexpr, HAS_SCALE: tl.constexpr, WRITE_VALID: tl.constexpr,
@@ -137,16 +134,14 @@ def forward_kernel(x_ptr, scale_ptr, s_ptr, out_ptr, valid_ptr, up_ptr, mask_ptr
         sc = tl.load(scale_ptr + b, mask=live, other=1.0).to(ACC)
     z = tl.zeros((2 * KC, BLOCK), dtype=ACC)
     n = tl.zeros((BLOCK,), dtype=ACC)
-    nl = tl.zeros((BLOCK,), dtype=ACC)
-    threshold = tl.load(faint_ptr)  # (threshold, lift) of qucnn.core.windows.FAINT, in ACC
-    lift = tl.load(faint_ptr + 1)
+    lift = tl.load(lift_ptr)  # the norms' lift, a power of two in ACC
     # a loop over the taps, UNROLL at a time: their loads issue together while only their filter columns are
     # live (unrolling all 16 taps of a 4x4 patch spills registers)
     for step in range(M // UNROLL):
         for j in tl.static_range(UNROLL):
-            z, n, nl = _tap(z, n, nl, step * UNROLL + j, x_ptr, lane, y0, x0, live, sc, s_ptr, kr, part, kmask, H, W, sxc,
+            z, n = _tap(z, n, step * UNROLL + j, x_ptr, lane, y0, x0, live, sc, s_ptr, kr, part, kmask, H, W, sxc,
                         sxh, sxw, ssk, sst, DH, DW, KH, KW, COMPLEX, HAS_SCALE, ACC, PADDED, lift)
-    isq = _inverse_norms(n, nl, threshold, lift)
+    isq = _inverse_norms(n, lift)
     zs = z * isq[None, :]  # normalised before squaring: the overlaps of a faint patch would underflow
     fid = tl.sum(tl.reshape(zs * zs, (KC, 2, BLOCK)), axis=1)
     valid = isq > 0
@@ -176,7 +171,7 @@ def forward_kernel(x_ptr, scale_ptr, s_ptr, out_ptr, valid_ptr, up_ptr, mask_ptr
 
 
 @triton.jit
-def backward_kernel(x_ptr, scale_ptr, s_ptr, g_ptr, part_ptr, a_ptr, e_ptr, faint_ptr,
+def backward_kernel(x_ptr, scale_ptr, s_ptr, g_ptr, part_ptr, a_ptr, e_ptr, lift_ptr,
                     B, K, H, W, WO, P, NKC, NPROG, sxb, sxc, sxh, sxw, ssk, sst, sgb, sgk, sgh, sgw,
                     SH, SW, PH, PW, DH, DW, KH: tl.constexpr, KW: tl.constexpr, M: tl.constexpr,
                     M_PAD: tl.constexpr, KC: tl.constexpr, BLOCK: tl.constexpr, COMPLEX: tl.constexpr,
@@ -195,8 +190,7 @@ def backward_kernel(x_ptr, scale_ptr, s_ptr, g_ptr, part_ptr, a_ptr, e_ptr, fain
     kmask = k < K
     w = _filter_rows(s_ptr, kc, K, ssk, sst, KC, M, M_PAD, COMPLEX, ACC)
     acc = tl.zeros((2 * KC, M_PAD), dtype=ACC)
-    threshold = tl.load(faint_ptr)
-    lift = tl.load(faint_ptr + 1)
+    lift = tl.load(lift_ptr)
     for blk in range(pid // NKC, tl.cdiv(B * P, BLOCK), NPROG):
         if IDX64:
             items = (tl.zeros((BLOCK,), tl.int64) + blk) * BLOCK + tl.arange(0, BLOCK)
@@ -209,7 +203,7 @@ def backward_kernel(x_ptr, scale_ptr, s_ptr, g_ptr, part_ptr, a_ptr, e_ptr, fain
                       M, M_PAD, HAS_SCALE, ACC, PADDED)
         z = tl.dot(w, xs, input_precision="ieee")
         xl = xs * lift
-        isq = _inverse_norms(tl.sum(xs * xs, axis=0), tl.sum(xl * xl, axis=0), threshold, lift)
+        isq = _inverse_norms(tl.sum(xl * xl, axis=0), lift)
         oy = pos // WO
         g_lane = b.to(tl.int64) * sgb + oy * sgh + (pos - oy * WO) * sgw
         g = tl.load(g_ptr + ((k.to(tl.int64) * sgk)[:, None] + g_lane[None, :]), mask=kmask[:, None] & live[None, :],

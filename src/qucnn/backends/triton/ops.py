@@ -3,8 +3,7 @@ they share (device checks, per-image scales, Philox keys).
 
 Inputs are raw images with symmetric zero padding in ``spec``: each image's power-of-two scale (the one
 :func:`~qucnn.core.windows.prepare_input` applies) is computed on the device and applied as the kernel loads
-``x``, so ``x`` is never copied; half precision is read as it is and accumulated in float32 (float16 needs no
-scale at all). Nothing here reads a value back to the host: a training step can be captured in a CUDA graph.
+``x``, so ``x`` is never copied; half precision is read as it is and accumulated in float32. Nothing here reads a value back to the host: a training step can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ...core.geometry import ConvSpec
-from ...core.windows import FAINT
+from ...core.windows import NORM_EXPONENT
 from ...utils.checks import UsageError
 from . import kernels
 from .plan import STIRLING_TAILS, fit, idx64, input_grad_tiles, padded, plan, slots
@@ -43,11 +42,9 @@ def acc_type(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def image_scale(x: Tensor) -> Tensor | None:
+def image_scale(x: Tensor) -> Tensor:
     """Per image ``2**-e`` bringing its largest magnitude into ``[0.5, 1)`` (1 for all-zero images), ``(B,)`` in
-    the compute dtype; ``None`` for float16, whose squares neither overflow nor underflow in float32."""
-    if x.dtype == torch.float16:
-        return None
+    the compute dtype (half precision: float32)."""
     top = x.detach().abs().amax(dim=(1, 2, 3)).to(torch.float64 if x.dtype == torch.float64 else torch.float32)
     return torch.ldexp(torch.ones_like(top), -torch.frexp(top).exponent)
 
@@ -66,12 +63,12 @@ def tails(device: torch.device) -> Tensor:
 
 
 @functools.lru_cache(maxsize=None)
-def faint_table(dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``(threshold, lift)`` of :data:`qucnn.core.windows.FAINT` for the accumulation dtype of ``dtype``, on
-    ``device`` (the kernels load them: exact powers of two in float32 or float64)."""
+def norm_lift(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``2**E`` of :data:`qucnn.core.windows.NORM_EXPONENT` for the accumulation dtype of ``dtype``, on ``device``:
+    the kernels sum the squared norms of the scaled patches (largest value of an image in ``[0.5, 1)``) lifted
+    by it, so that a faint patch keeps its digits (an exact power of two, loaded, in float32 or float64)."""
     acc = torch.float64 if dtype == torch.float64 else torch.float32
-    threshold, exponent = FAINT[acc]
-    return torch.tensor([threshold, 2.0**exponent], dtype=acc, device=device)
+    return torch.tensor([2.0 ** NORM_EXPONENT[acc]], dtype=acc, device=device)
 
 
 def _geometry(spec: ConvSpec) -> tuple[int, ...]:
@@ -106,7 +103,7 @@ def forward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, out
     kernels.forward_kernel[(programs,)](
         x, dummy if scale is None else scale, sview, out, dummy if valid is None else valid,
         dummy if upstream is None else upstream, dummy if mask is None else mask, dummy if key is None else key,
-        tails(x.device), faint_table(x.dtype, x.device), b, k, k // groups, h, w, wo, ho * wo, p.nkc, shots or 1, *x.stride(), sview.stride(0),
+        tails(x.device), norm_lift(x.dtype, x.device), b, k, k // groups, h, w, wo, ho * wo, p.nkc, shots or 1, *x.stride(), sview.stride(0),
         sview.stride(1),
         *_geometry(spec), KH=spec.kernel[0], KW=spec.kernel[1], M=spec.patch_size(c), M_PAD=p.m_pad, KC=p.kc,
         BLOCK=p.block, COMPLEX=is_complex, HAS_SCALE=scale is not None, WRITE_VALID=valid is not None,
@@ -136,7 +133,8 @@ def backward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, g:
     dummy = part
     geometry = _geometry(spec)
     kernels.backward_kernel[(n_slots * p.nkc,)](
-        x, dummy if scale is None else scale, sview, g, part, a, e, faint_table(x.dtype, x.device), b, k, h, w, wo, ho * wo, p.nkc, n_slots,
+        x, dummy if scale is None else scale, sview, g, part, a, e, norm_lift(x.dtype, x.device), b, k, h, w, wo,
+        ho * wo, p.nkc, n_slots,
         *x.stride(), sview.stride(0), sview.stride(1), *g.stride(), *geometry, KH=spec.kernel[0], KW=spec.kernel[1],
         M=spec.patch_size(c), M_PAD=p.m_pad, KC=p.kc, BLOCK=p.block, COMPLEX=is_complex,
         HAS_SCALE=scale is not None, NEED_X=need_x, ACC=acc_type(x.dtype), PADDED=padded(spec),
@@ -161,5 +159,6 @@ def backward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, g:
     return grad_x, grad_states
 
 
-__all__ = ["acc_type", "backward", "check_device", "faint_table", "forward", "image_scale", "interpreting", "philox_key",
+__all__ = ["acc_type", "backward", "check_device", "forward", "image_scale", "interpreting", "norm_lift",
+           "philox_key",
            "state_view", "tails"]
