@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..core.ansatz import FilterAnsatz
 from ..core.geometry import ConvSpec
-from ..core.windows import norm_lift, prepare_input
+from ..core.windows import compute_dtype
 from .simulator import SimulatorBackend
 
 
@@ -38,28 +38,24 @@ def _safe_rsqrt(norms: Tensor) -> Tensor:
     return torch.where(valid, torch.where(valid, norms, torch.ones_like(norms)).rsqrt(), torch.zeros_like(norms))
 
 
-def plain_inverse_norms(x: Tensor, spec: ConvSpec) -> Tensor:
-    """``1 / ||x_patch||`` ``(B, 1, H', W')`` of a prepared input, 0 on all-zero patches, differentiable to any
-    order; the squared norms are summed from ``x`` lifted by :func:`~qucnn.core.windows.norm_lift`, so that faint
-    patches keep every digit."""
-    if x.numel() == 0:
-        return plain_norms(x, spec)
-    lift = norm_lift(x.detach().abs().amax(dim=(1, 2, 3), keepdim=True))
-    return _safe_rsqrt(plain_norms(x * lift, spec)) * lift
+def unit_patches(x: Tensor, spec: ConvSpec) -> Tensor:
+    """Every patch of ``x`` ``(B, C, H, W)`` (symmetric zero padding in ``spec``) divided by its norm: ``(B, m, L)``,
+    zero columns for all-zero patches. Each patch is first scaled by the power of two that brings its own largest
+    value near 1, so that no patch, however faint beside the others, loses a digit; differentiable to any order."""
+    patches = F.unfold(x, spec.kernel, dilation=spec.dilation, padding=spec.padding, stride=spec.stride)
+    top = patches.detach().abs().amax(1, keepdim=True)
+    scaled = patches * torch.ldexp(torch.ones_like(top), -torch.frexp(top).exponent)
+    return scaled * _safe_rsqrt((scaled * scaled).sum(1, keepdim=True))
 
 
 def plain_fidelity(x: Tensor, states: Tensor, spec: ConvSpec) -> Tensor:
-    """``(B, K, H', W')`` fidelities of a prepared input ``x`` ``(B, C, H, W)`` (symmetric zero padding in
-    ``spec``; :func:`~qucnn.core.windows.prepare_input` scales it) with ``states`` ``(K, d)`` (``d >= C*kh*kw``),
-    0 on all-zero patches; differentiable to any order."""
-    m = spec.patch_size(x.shape[1])
-    real = states.real if states.is_complex() else states
-    imag = -states.imag if states.is_complex() else torch.zeros_like(states)
-    weight = torch.cat([real[:, :m], imag[:, :m]], 0).to(x.dtype).reshape(-1, x.shape[1], *spec.kernel)
-    both = F.conv2d(x, weight, stride=spec.stride, padding=spec.padding, dilation=spec.dilation)
-    z = both * plain_inverse_norms(x, spec)
-    k = states.shape[0]
-    return z[:, :k] ** 2 + z[:, k:] ** 2
+    """``(B, K, H', W')`` fidelities ``|<f|x_patch>|^2`` of ``x`` ``(B, C, H, W)`` (symmetric zero padding in
+    ``spec``) with ``states`` ``(K, d)`` (``d >= C*kh*kw``), 0 on all-zero patches; differentiable to any order."""
+    unit = unit_patches(x, spec)  # (B, m, L)
+    filters = states[:, : unit.shape[1]]
+    overlap = filters.conj().to(torch.promote_types(filters.dtype, unit.dtype)) @ unit.to(filters.dtype)  # (B, K, L)
+    fid = overlap.real**2 + overlap.imag**2 if overlap.is_complex() else overlap**2
+    return fid.unflatten(2, spec.output_size(*x.shape[-2:])).to(x.dtype)
 
 
 class ReferenceBackend(SimulatorBackend):
@@ -72,10 +68,10 @@ class ReferenceBackend(SimulatorBackend):
 
     def maps(self, x: Tensor, states: Tensor, spec: ConvSpec) -> tuple[Tensor, Tensor]:
         prepared, spec = spec.prepare(x)
-        prepared = prepare_input(prepared)
+        prepared = prepared.to(compute_dtype(prepared.dtype))
         fid = plain_fidelity(prepared, states, spec)
-        valid = plain_inverse_norms(prepared.detach(), spec) > 0
+        valid = plain_norms((prepared.detach() != 0).to(prepared.dtype), spec) > 0
         return fid.to(x.dtype), valid
 
 
-__all__ = ["ReferenceBackend", "plain_fidelity", "plain_inverse_norms", "plain_norms"]
+__all__ = ["ReferenceBackend", "plain_fidelity", "plain_norms", "unit_patches"]

@@ -47,12 +47,6 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in HALF_TYPES else dtype
 
 
-def norm_lift(top: Tensor) -> Tensor:
-    """``2**(E - e)`` per image for image maxima ``top`` ``(B, 1, 1, 1)`` (``2**(e-1) <= top < 2**e``): the power of
-    two that brings each image's largest value to ``2**E`` (:data:`NORM_EXPONENT`) for its squared norms."""
-    return torch.ldexp(torch.ones_like(top), NORM_EXPONENT[top.dtype] - torch.frexp(top).exponent)
-
-
 def scale_input(x: Tensor) -> tuple[Tensor, float]:
     """``(x', lift)``: ``x`` in :func:`compute_dtype`, each image scaled by ``2**-e`` so that its largest
     magnitude lies in ``[0.5, 1)`` (all-zero images unscaled), and the power of two ``lift`` that brings the
@@ -158,5 +152,5 @@ def valid_patches(x: Tensor, spec: ConvSpec) -> Tensor:
     return window_sums(nonzero, spec) > 0
 
 
-__all__ = ["HALF_TYPES", "NORM_EXPONENT", "SAFE_EXPONENT", "SAFE_SPREAD", "compute_dtype", "inverse_norms", "norm_lift",
+__all__ = ["HALF_TYPES", "NORM_EXPONENT", "SAFE_EXPONENT", "SAFE_SPREAD", "compute_dtype", "inverse_norms",
            "prepare_input", "scale_input", "squared_norms", "valid_patches", "window_sums"]
