@@ -30,6 +30,8 @@ PAIR_STEMS = ("images-idx3-ubyte", "labels-idx1-ubyte")
 
 
 def decompress(raw: bytes, where: str) -> bytes:
+    """``raw`` gunzipped if it is a gzip stream, else as it is; a corrupt stream is a ``UsageError`` naming
+    ``where``."""
     # Sniff the gzip magic rather than trust the suffix: downloads are often renamed either way.
     if raw[:2] != b"\x1f\x8b":
         return raw
