@@ -99,7 +99,7 @@ def intercept(arch: int, log=print) -> dict[str, dict]:
 def workload() -> None:
     """The launches to compile: maps and gradients in every input dtype for five geometries (1 to 130 filters),
     the fused expectations with shots and with upstream deltas and a mask, sampling, and the ansatz."""
-    from qucnn.backends.triton import ops
+    from qucnn.backends.triton import maps
     from qucnn.backends.triton.ansatz_ops import ansatz_states
     from qucnn.core.geometry import ConvSpec
 
@@ -111,12 +111,12 @@ def workload() -> None:
             sdt = torch.complex128 if dtype == torch.float64 else torch.complex64
             states = torch.randn(k, 1 << spec.n_qubits(c), dtype=sdt)
             xr, sr = x.clone().requires_grad_(True), states.clone().requires_grad_(True)
-            fid = ops.fidelity_maps(xr, sr, spec, want_mask=True)[0]
+            fid = maps.fidelity_maps(xr, sr, spec)[0]
             fid.backward(torch.ones_like(fid))
             if dtype in (torch.float32, torch.float64):
-                ops.expectations(x, states, 1, spec, shots=1000)
-                ops.expectations(x, states, 1, spec, upstream=torch.rand_like(fid), mask=fid > 0)
-                ops.sample(fid.detach().float(), None, 1000)
+                maps.expectations(x, states, 1, spec, shots=1000)
+                maps.expectations(x, states, 1, spec, upstream=torch.rand_like(fid), mask=fid > 0)
+                maps.sample(fid.detach().float(), 1000)
     for dtype in (torch.float32, torch.float64):
         for n in (2, 4, 6):
             theta = torch.rand(8, 3, n, 2, dtype=dtype).requires_grad_(True)
