@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from conftest import EXACT
 
 from qucnn import QuConv2d, UsageError
-from qucnn.backends import TorchBackend, windows
+from qucnn.backends import TorchBackend
+from qucnn.core import windows
 from qucnn.core.geometry import ConvSpec
 from qucnn.functional import quconv2d
 from qucnn.nn import functional as functional_module
@@ -134,9 +135,10 @@ def test_autograd_mode_reports_what_parameter_shift_would_need():
     cost = layer.last_cost["backward"]
     assert cost.circuits == 2 * layer.theta.numel() * nonzero and cost.shots is None and cost.exact
     assert cost.qubits == 2 * layer.n_qubits + 1
-    layer.theta.requires_grad_(False)  # frozen filters: no gradient, nothing to run
-    layer(x)
+    layer.theta.requires_grad_(False)  # frozen filters: a backward (for x only) runs no filter circuits
+    layer(x.requires_grad_(True)).sum().backward()
     assert layer.last_cost["backward"].circuits == 0
+    assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_an_exact_training_step_reads_nothing_back_from_the_device(monkeypatch):
