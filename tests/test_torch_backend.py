@@ -15,15 +15,22 @@ import torch
 from conftest import EXACT, SINGLE, careful_reference, faint_images, random_state
 
 from qucnn import FilterAnsatz, QuConv2d
-from qucnn.backends import (Filters, FusedEngine, ReferenceBackend, RoutePolicy, SimulatorBackend, TorchBackend,
-                            get_backend)
+from qucnn.backends import (
+    Filters,
+    FusedEngine,
+    ReferenceBackend,
+    RoutePolicy,
+    SimulatorBackend,
+    TorchBackend,
+    get_backend,
+)
 from qucnn.backends import policy as policy_module
 from qucnn.backends.fused import parts
 from qucnn.backends.reference import plain_norms
-from qucnn.core.windows import FAINT, prepare_input, squared_norms, valid_patches
 from qucnn.core import ansatz as ansatz_module
 from qucnn.core.ansatz import ansatz_state
 from qucnn.core.geometry import ConvSpec
+from qucnn.core.windows import FAINT, prepare_input, squared_norms, valid_patches
 
 REFERENCE = ReferenceBackend()
 CHUNKED = RoutePolicy(chunk_elements=1, save_elements=1)  # one image per chunk, nothing kept
@@ -354,7 +361,8 @@ def test_torch_backend_forwards_every_method_to_the_engine_its_policy_resolves(m
     assert backend.filter_states(theta) == "states-answer"
     assert _forwarded(engine.calls.pop(), "filter_states", theta) and asked.pop() == (policy, theta.device, 5, 32)
     assert backend.sample(values, 10, generator) == "sample-answer"
-    assert _forwarded(engine.calls.pop(), "sample", values, 10, generator) and asked.pop()[:2] == (policy, values.device)
+    assert _forwarded(engine.calls.pop(), "sample", values, 10, generator)
+    assert asked.pop()[:2] == (policy, values.device)
     assert backend.expectations(x, filters, spec, upstream=up, mask=mask, shots=3,
                                 generator=generator) == "expectations-answer"
     assert _forwarded(engine.calls.pop(), "expectations", x, filters, spec, up, mask, 3, generator)

@@ -18,9 +18,16 @@ from conftest import SIGMAS, careful_reference, faint_images, random_state
 from torch import nn
 
 from qucnn import QuConv2d
-from qucnn.functional import quconv2d
-from qucnn.backends import (Filters, FusedEngine, RoutePolicy, TorchBackend, TritonBackend, available_backends,
-                            get_backend, registry)
+from qucnn.backends import (
+    Filters,
+    FusedEngine,
+    RoutePolicy,
+    TorchBackend,
+    TritonBackend,
+    available_backends,
+    get_backend,
+    registry,
+)
 from qucnn.backends import policy as policy_module
 from qucnn.backends.reference import plain_fidelity
 from qucnn.backends.triton import TritonEngine, maps, ops
@@ -28,6 +35,7 @@ from qucnn.backends.triton import plan as tiles
 from qucnn.core.ansatz import FilterAnsatz
 from qucnn.core.geometry import ConvSpec
 from qucnn.core.windows import FAINT, prepare_input, squared_norms, valid_patches
+from qucnn.functional import quconv2d
 from qucnn.utils.checks import MissingExtraError, UsageError
 
 #: float32 (and half input with float32 accumulation): F absolute, gradients relative to their largest entry.
@@ -499,7 +507,8 @@ def test_tiles_stay_within_the_register_budget(kind, double):
             assert p.kc * p.nkc >= filters and 8 <= p.kc <= tiles.MAX_CHUNK and p.m_pad >= max(taps, 16)
             assert all(v & (v - 1) == 0 for v in (p.kc, p.block, p.m_pad)) and p.warps in (2, 4, 8)
             if not double and p.m_pad == 16 and (kind, p.kc) in tiles.MEASURED_TILES:
-                assert (p.block, p.warps, p.unroll_rows) == tiles.MEASURED_TILES[kind, p.kc]  # measured: may exceed the budget
+                # measured: may exceed the budget
+                assert (p.block, p.warps, p.unroll_rows) == tiles.MEASURED_TILES[kind, p.kc]
                 continue
             assert 16 <= p.block <= tiles.MAX_BLOCK
             weight = ((4 if kind == "backward" else 2) if double else 1)
