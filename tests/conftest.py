@@ -76,7 +76,9 @@ def careful_reference(x: torch.Tensor, states: torch.Tensor, spec: ConvSpec) -> 
     patches = unfold_patches(x.detach().double(), spec)  # (B, L, m)
     top = patches.abs().amax(-1, keepdim=True)
     patches = patches * torch.ldexp(torch.ones_like(top), -torch.frexp(top).exponent)
-    b, length = patches.shape[:2]
-    fid = reference_maps(patches.reshape(b * length, x.shape[1], *spec.kernel), states, ConvSpec.make(spec.kernel))
+    (b, length), (kh, kw) = patches.shape[:2], spec.kernel
+    # the patches side by side in one image, each a window of a kernel-strided spec
+    row = patches.reshape(b * length, x.shape[1], kh, kw).permute(1, 2, 0, 3).reshape(1, x.shape[1], kh, -1)
+    fid = reference_maps(row, states, ConvSpec.make(spec.kernel, spec.kernel))  # (1, K, 1, B L)
     ho, wo = spec.output_size(*x.shape[-2:])
-    return fid.reshape(b, length, -1).transpose(1, 2).reshape(b, -1, ho, wo)
+    return fid.reshape(-1, b, ho, wo).transpose(0, 1)
