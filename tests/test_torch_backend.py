@@ -359,7 +359,7 @@ def test_torch_backend_forwards_every_method_to_the_engine_its_policy_resolves(m
     assert backend.maps(x, states, spec) == "maps-answer"
     assert _forwarded(engine.calls.pop(), "maps", x, states, spec) and asked.pop() == (policy, x.device, 4, 18)
     assert backend.filter_states(theta) == "states-answer"
-    assert _forwarded(engine.calls.pop(), "filter_states", theta) and asked.pop() == (policy, theta.device, 5, 32)
+    assert _forwarded(engine.calls.pop(), "filter_states", theta) and asked.pop()[:2] == (policy, theta.device)
     assert backend.sample(values, 10, generator) == "sample-answer"
     assert _forwarded(engine.calls.pop(), "sample", values, 10, generator)
     assert asked.pop()[:2] == (policy, values.device)
