@@ -198,7 +198,8 @@ def test_faint_patches_keep_every_digit(dtype, bright, device, gen):
 
 def test_maps_return_valid_masks_and_the_layer_counts_from_them(device, gen):
     """``fidelity_maps`` (any output dtype) and the engine's ``maps`` return ``valid``: which patches are not
-    all zero; the layer's ledger counts ``K`` circuits for each of them, on every geometry kind."""
+    all zero; the layer's ledger counts ``K`` circuits for each of them (with padding and several channels, with
+    dilation)."""
     for geometry in GEOMETRIES[1:3]:
         b, c, k, s, p, d, h, w, filters = geometry
         spec = ConvSpec.make(k, s, p, d)
