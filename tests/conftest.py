@@ -7,6 +7,9 @@ import os
 import pytest
 import torch
 
+from qucnn.core.geometry import ConvSpec, unfold_patches
+from qucnn.testing import reference_maps
+
 #: float64 agreement of two exact computations of the same quantity.
 EXACT = 1e-10
 #: float64 agreement where an SVD or a long gate sequence sits in between.
@@ -49,3 +52,33 @@ def random_state(d: int, batch: int, gen: torch.Generator, complex_: bool = True
     if complex_:
         re = torch.complex(re, torch.randn(batch, d, generator=gen, dtype=torch.float64))
     return re / torch.linalg.vector_norm(re, dim=-1, keepdim=True)
+
+
+#: Per dtype, the factor of the faint band of :func:`faint_images`: after the per-image scaling its squares
+#: underflow the dtype (float32 below 1.4e-45, float64 below 4.9e-324).
+FAINT_SCALES = {torch.float32: 1e-30, torch.float64: 1e-200}
+
+
+def faint_images(dtype: torch.dtype, gen: torch.Generator, channels: int = 1, bright: float = 1.0) -> torch.Tensor:
+    """``(2, channels, 8, 9)`` whole values 1..255 (times ``bright``) in ``dtype``: rows 0-3 of image 0 scaled by
+    :data:`FAINT_SCALES` (patches there are faint, patches across row 4 mix both scales), and an all-zero block in
+    image 1 (its patches give 0)."""
+    x = torch.randint(1, 256, (2, channels, 8, 9), generator=gen).double() * bright
+    x[0, :, :4] *= FAINT_SCALES[dtype] / bright
+    x[1, :, 4:, :5] = 0
+    return x.to(dtype)
+
+
+def careful_reference(x: torch.Tensor, states: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
+    """:func:`qucnn.testing.reference_maps` of every patch of ``x`` on its own, scaled by the power of two that
+    brings its largest magnitude into ``[0.5, 1)`` (F does not depend on a patch's scale): float64 fidelities
+    ``(B, K, H', W')`` that keep every digit however faint a patch is. Differentiable in ``states``."""
+    patches = unfold_patches(x.detach().double(), spec)  # (B, L, m)
+    top = patches.abs().amax(-1, keepdim=True)
+    patches = patches * torch.ldexp(torch.ones_like(top), -torch.frexp(top).exponent)
+    (b, length), (kh, kw) = patches.shape[:2], spec.kernel
+    # the patches side by side in one image, each a window of a kernel-strided spec
+    row = patches.reshape(b * length, x.shape[1], kh, kw).permute(1, 2, 0, 3).reshape(1, x.shape[1], kh, -1)
+    fid = reference_maps(row, states, ConvSpec.make(spec.kernel, spec.kernel))  # (1, K, 1, B L)
+    ho, wo = spec.output_size(*x.shape[-2:])
+    return fid.reshape(-1, b, ho, wo).transpose(0, 1)

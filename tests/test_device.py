@@ -22,7 +22,7 @@ from conftest import SIGMAS
 from qucnn import QuConv2d
 from qucnn.backends import RoutePolicy, TorchBackend
 from qucnn.core.swap_test import estimate_z
-from qucnn.nn.gradients import valid_patches
+from qucnn.core.windows import valid_patches
 
 F32_F, F32_GRAD = 1e-5, 1e-4
 TF32_F, TF32_GRAD = 3e-3, 3e-2
@@ -73,10 +73,10 @@ def test_layer_on_device_matches_the_float64_reference(geometry, x_grad, allow_t
     expected, theta_grad, x_grad_ref = _reference(layer, x, g, x_grad)
     nonzero_patches = int(valid_patches(x.double(), layer._spec).sum())
     tol_f, tol_g = (TF32_F, TF32_GRAD) if allow_tf32 else (F32_F, F32_GRAD)
-    # on a GPU: the Triton kernels ("torch" hands CUDA tensors to them), then the torch routes in one pass and in
-    # chunks of one image recomputed in the backward (on the CPU all three are the torch routes)
-    for backend in (TorchBackend(), TorchBackend(RoutePolicy(triton=False)),
-                    TorchBackend(RoutePolicy(chunk_elements=1, save_elements=1, triton=False))):
+    # on a GPU: the Triton engine ("torch" resolves CUDA calls of up to 8 filters to it), then the fused engine in
+    # one pass and in chunks of one image recomputed in the backward (on the CPU all three are the fused engine)
+    for backend in (TorchBackend(), TorchBackend(RoutePolicy(engine="fused")),
+                    TorchBackend(RoutePolicy(engine="fused", chunk_elements=1, save_elements=1))):
         layer.backend = backend
         dev_layer = layer.to(device)
         dev_layer.zero_grad()

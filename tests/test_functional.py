@@ -4,6 +4,7 @@ depend on the scale or the float type of the input."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -13,11 +14,14 @@ import torch
 import torch.nn.functional as F
 from conftest import EXACT
 
-from qucnn import QuConv2d, UsageError
-from qucnn.backends import TorchBackend, windows
+import qucnn
+from qucnn import QuantumSettings, QuConv2d, UsageError
+from qucnn.backends import SimulatorBackend, TorchBackend
+from qucnn.core import windows
 from qucnn.core.geometry import ConvSpec
 from qucnn.functional import quconv2d
 from qucnn.nn import functional as functional_module
+from qucnn.nn.cost import CostLedger
 from qucnn.nn.models import build_model
 
 
@@ -134,9 +138,10 @@ def test_autograd_mode_reports_what_parameter_shift_would_need():
     cost = layer.last_cost["backward"]
     assert cost.circuits == 2 * layer.theta.numel() * nonzero and cost.shots is None and cost.exact
     assert cost.qubits == 2 * layer.n_qubits + 1
-    layer.theta.requires_grad_(False)  # frozen filters: no gradient, nothing to run
-    layer(x)
+    layer.theta.requires_grad_(False)  # frozen filters: a backward (for x only) runs no filter circuits
+    layer(x.requires_grad_(True)).sum().backward()
     assert layer.last_cost["backward"].circuits == 0
+    assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_an_exact_training_step_reads_nothing_back_from_the_device(monkeypatch):
@@ -250,3 +255,71 @@ def test_raw_pixels_in_half_precision_give_fidelities_not_zeros():
     expected = layer.double()(x.double() / 255)
     assert out.shape == (1, 8, 5, 5) and out.dtype == torch.float16 and bool((out > 0).all())
     assert (out.double() - expected).abs().max() <= HALF_TOL[torch.float16]
+
+
+# -- settings, meta tensors ---------------------------------------------------------------------------------
+def test_quantum_settings_validate_every_field_and_stay_frozen():
+    settings = QuantumSettings(shots=np.int64(5), gradient="entanglement", gradient_shots=20)
+    assert settings.shots == 5 and isinstance(settings.shots, int) and settings.gradient_shots == 20
+    assert QuantumSettings().shots is None and QuantumSettings().gradient == "autograd"
+    bad = [({"shots": 0}, ValueError, "shots must be a positive int or None, got 0"),
+           ({"shots": 2.5}, TypeError, "shots must be a positive int or None, got float 2.5"),
+           ({"gradient": "finite-difference"}, ValueError, "gradient must be one of autograd, parameter-shift"),
+           ({"gradient_shots": -5}, ValueError, "gradient_shots must be a positive int or None, got -5"),
+           ({"gradient_budget": 0}, ValueError, "gradient_budget must be"),
+           ({"generator": 3}, TypeError, "generator must be a torch.Generator or None, got int")]
+    for changes, error, match in bad:
+        with pytest.raises(error, match=match):
+            QuantumSettings(**changes)
+        with pytest.raises(error, match=match):
+            settings.with_(**changes)  # a copy is validated as a new object is
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.shots = 7
+    changed = settings.with_(shots=7)
+    assert (changed.shots, changed.gradient, changed.gradient_shots) == (7, "entanglement", 20)
+    assert settings.shots == 5  # the original is unchanged
+    assert qucnn.QuantumSettings is QuantumSettings
+    assert qucnn.functional.GRADIENT_MODES == functional_module.GRADIENT_MODES == qucnn.GRADIENT_MODES
+
+
+def test_quantum_settings_checks_that_need_the_backend():
+    with pytest.raises(ValueError, match="backend 'aer' runs circuits and has no exact mode: give shots"):
+        QuantumSettings().check_with(False, "aer", 8, 2)
+    with pytest.raises(ValueError, match="gradient='entanglement' on backend 'aer' needs gradient_shots"):
+        QuantumSettings(shots=10, gradient="entanglement").check_with(False, "aer", 8, 2)
+    with pytest.raises(ValueError, match="needs gradient_budget"):
+        QuantumSettings(gradient="sampled").check_with(True, "torch", 8, 2)
+    with pytest.warns(UserWarning, match="gradient_budget=4 is below the 32 circuits"):
+        QuantumSettings(gradient="sampled", gradient_budget=4).check_with(True, "torch", 8, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        QuantumSettings(shots=10, gradient="entanglement", gradient_shots=5).check_with(False, "aer", 8, 2)
+
+
+class _Untouchable(SimulatorBackend):
+    """A backend that fails if anything is computed on it."""
+
+    name = "untouchable"
+
+    def maps(self, x, states, spec):
+        raise AssertionError("maps was called for a shape inference")
+
+    def filter_states(self, theta):
+        raise AssertionError("filter_states was called for a shape inference")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_meta_tensors_give_the_output_shape_and_dtype_without_computing(dtype):
+    conv = torch.nn.Conv2d(2, 3, (2, 3), (2, 1), (1, 0), (1, 2), device="meta")
+    x = torch.empty(4, 2, 9, 8, device="meta", dtype=dtype)
+    theta = torch.empty(3, 2, 4, 2, device="meta")  # 12 values: 4 qubits
+    ledger = CostLedger()
+    for mode in ("autograd", "parameter-shift"):
+        out = quconv2d(x, theta, (2, 3), (2, 1), (1, 0), dilation=(1, 2), gradient=mode, backend=_Untouchable(),
+                       cost=ledger)
+        assert out.device.type == "meta" and out.dtype == dtype and out.shape == conv(x.float()).shape
+    unbatched = quconv2d(x[0], torch.zeros(3, 2, 4, 2), (2, 3), backend=_Untouchable())  # x on meta suffices
+    assert unbatched.device.type == "meta" and unbatched.shape == (3, 8, 6)
+    assert ledger.total()["forward"]["circuits"] == 0 and not ledger._pending  # nothing ran, nothing billed
+    with pytest.raises(ValueError, match=r"theta must have shape \(out_channels, layers, 4, 2\)"):
+        quconv2d(x, torch.empty(3, 2, 3, 2, device="meta"), (2, 3), backend=_Untouchable())  # checks still run

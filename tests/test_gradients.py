@@ -11,7 +11,8 @@ from conftest import NEAR, SIGMAS
 from qucnn import QuConv2d
 from qucnn.backends import get_backend
 from qucnn.core.geometry import ConvSpec
-from qucnn.nn.gradients import sampled_variance, shifted_thetas, valid_patches
+from qucnn.core.windows import valid_patches
+from qucnn.nn.gradients import sampled_variance, shifted_thetas
 
 SPEC = ConvSpec.make(2)
 
@@ -36,7 +37,7 @@ def exact_parts(layer, x, up):
     grad = layer.theta.grad.reshape(layer.out_channels, -1).clone()
     shifted = layer.ansatz.state(shifted_thetas(layer.theta.detach())[0])
     _, p, o, d = shifted.shape
-    fid = get_backend("torch").state_maps(x, shifted.reshape(-1, d), SPEC)[0]
+    fid = get_backend("torch").maps(x, shifted.reshape(-1, d), SPEC)[0]
     fid = fid.reshape(1, 2, p, o, *fid.shape[-2:])
     return grad, fid[:, 0], fid[:, 1]
 
@@ -68,6 +69,9 @@ def test_parameter_shift_with_shots(gen):
     var = var_terms.sum((0, 3, 4)).T  # (O, P)
     layer.gradient = "parameter-shift"
     check_moments(draw(layer, x, up), grad, var)
+    cost = layer.last_cost["backward"]  # 2 circuits per angle for every output of a non-zero patch with g != 0
+    assert cost.circuits == 2 * layer.theta[0].numel() * int((valid & (up != 0)).sum()) > 0
+    assert cost.shots == cost.circuits * shots and cost.qubits == 2 * layer.n_qubits + 1
 
 
 def test_entanglement_with_shots(gen):
@@ -83,7 +87,9 @@ def test_entanglement_with_shots(gen):
     layer.gradient = "entanglement"
     samples = draw(layer, x, up)
     check_moments(samples, grad, var)
-    assert layer.last_cost["backward"].shots == layer.last_cost["backward"].circuits * shots
+    cost = layer.last_cost["backward"]
+    assert cost.circuits == 2 * layer.theta[0].numel() * int(run.sum()) > 0
+    assert cost.shots == cost.circuits * shots and cost.qubits == 2 * layer.n_qubits + 2
 
 
 def test_entanglement_and_post_processed_variances_differ(gen):

@@ -9,7 +9,9 @@ import torch
 from conftest import EXACT, NEAR, SINGLE
 from torch import nn
 
-from qucnn import QuConv2d, amplitude_encode, swap_test
+from qucnn import QuantumCost, QuantumSettings, QuConv2d, amplitude_encode, swap_test
+from qucnn.backends import TorchBackend
+from qucnn.core.windows import valid_patches
 from qucnn.nn import cost as cost_module
 
 CONFIGS = [  # in_channels, kernel, stride, padding, H, W
@@ -252,3 +254,78 @@ def test_empty_batch_gives_empty_output_and_zero_gradient(mode):
     assert out.shape == (0, 2, 3, 3)
     out.sum().backward()
     assert torch.all(layer.theta.grad == 0) and layer.last_cost["forward"].circuits == 0
+
+
+# -- settings on assignment, when a backward is billed, meta tensors -------------------------------------------
+def test_a_setting_is_validated_on_assignment_and_a_bad_value_leaves_the_layer_unchanged():
+    layer = QuConv2d(1, 2, 2, layers=1, shots=100, gradient="entanglement", gradient_shots=10,
+                     generator=torch.Generator().manual_seed(0))
+    settings, backend = layer.settings, layer.backend
+    bad = [("shots", 0, ValueError, "shots must be a positive int or None, got 0"),
+           ("shots", 2.5, TypeError, "shots must be a positive int or None"),
+           ("gradient", "finite-difference", ValueError, "gradient must be one of"),
+           ("gradient_shots", -1, ValueError, "gradient_shots must be a positive int or None, got -1"),
+           ("gradient_budget", 0, ValueError, "gradient_budget must be"),
+           ("generator", 7, TypeError, "generator must be a torch.Generator or None"),
+           ("settings", {"shots": 5}, TypeError, "settings must be a QuantumSettings, got dict"),
+           ("backend", "no-such-backend", ValueError, "unknown backend 'no-such-backend'")]
+    for name, value, error, match in bad:
+        with pytest.raises(error, match=match):
+            setattr(layer, name, value)
+        assert layer.settings is settings and layer.backend is backend  # unchanged
+    assert (layer.shots, layer.gradient, layer.gradient_shots) == (100, "entanglement", 10)
+    layer.shots = None  # a good value: a new, validated settings object that the next call uses
+    assert layer.settings is not settings and layer.settings.shots is None and settings.shots == 100
+    assert layer.settings.gradient == "entanglement"
+    x = torch.rand(1, 1, 3, 3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(layer(x), QuConv2d(1, 2, 2, layers=1, generator=torch.Generator().manual_seed(0))(x))
+    layer.settings = QuantumSettings(shots=7)
+    assert (layer.shots, layer.gradient, layer.gradient_shots) == (7, "autograd", None)
+
+
+@pytest.mark.parametrize("mode", ["autograd", "parameter-shift", "entanglement"])
+def test_a_forward_alone_bills_no_backward_and_each_backward_is_billed_when_it_runs(mode):
+    layer, x = make(CONFIGS[2], out=3, layers=1, gradient=mode)
+    nonzero = int(valid_patches(x, layer._spec).sum())
+    per_backward = 2 * layer.theta.numel() * nonzero  # every upstream value is non-zero: every circuit runs
+    up = torch.rand(layer(x).shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) + 0.5
+    layer.reset_cost()
+    assert layer.last_cost["backward"] == QuantumCost()  # no backward yet
+    out = layer(x)  # theta needs a gradient: a graph is recorded
+    assert out.requires_grad and layer.last_cost["forward"].circuits == 3 * nonzero
+    assert layer.last_cost["backward"] == QuantumCost() and layer.total_cost()["backward"]["circuits"] == 0
+    out.backward(up, retain_graph=True)
+    backward = layer.last_cost["backward"]
+    assert backward.circuits == per_backward and backward.qubits == 2 * layer.n_qubits + (2 if mode == "entanglement"
+                                                                                           else 1)
+    assert layer.total_cost()["backward"]["circuits"] == per_backward
+    out.backward(up)  # a second backward through the same graph is billed again
+    assert layer.last_cost["backward"] == backward and layer.total_cost()["backward"]["circuits"] == 2 * per_backward
+    unused = layer(x)  # a forward whose output is never differentiated
+    assert unused.requires_grad and layer.total_cost()["backward"]["circuits"] == 2 * per_backward
+    assert layer.total_cost()["forward"]["circuits"] == 2 * 3 * nonzero
+
+
+@pytest.mark.parametrize("mode", ["autograd", "parameter-shift"])
+def test_a_forward_under_no_grad_bills_no_backward(mode):
+    layer, x = make(CONFIGS[0], out=3, layers=1, gradient=mode)
+    with torch.no_grad():
+        out = layer(x)
+    assert not out.requires_grad and layer.last_cost["forward"].circuits == 3 * int(valid_patches(x, layer._spec).sum())
+    assert layer.last_cost["backward"] == QuantumCost()
+    assert layer.total_cost()["backward"] == {"circuits": 0, "shots": 0}
+    layer.theta.requires_grad_(False)  # inference with frozen filters: nothing to differentiate either
+    assert not layer(x).requires_grad and layer.total_cost()["backward"]["circuits"] == 0
+
+
+def test_a_layer_on_meta_tensors_gives_shapes_without_computing(monkeypatch):
+    backend = TorchBackend()
+    for method in ("resolve", "maps", "filter_states", "expectations"):
+        monkeypatch.setattr(backend, method, lambda *a, _m=method, **k: pytest.fail(f"{_m} ran for a shape inference"))
+    layer = QuConv2d(2, 8, 4, stride=2, padding=1, layers=3, device="meta", backend=backend)
+    assert layer.theta.device.type == "meta"
+    for dtype in (torch.float32, torch.bfloat16):
+        out = layer(torch.empty(5, 2, 28, 27, device="meta", dtype=dtype))
+        assert out.device.type == "meta" and out.dtype == dtype and out.shape == (5, 8, 14, 13)
+    assert layer.total_cost()["forward"]["circuits"] == 0
+    assert layer(torch.empty(2, 28, 27, device="meta")).shape == (8, 14, 13)  # unbatched

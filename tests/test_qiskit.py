@@ -18,7 +18,8 @@ from qucnn import qiskit as qq
 from qucnn.backends import get_backend
 from qucnn.core.geometry import ConvSpec
 from qucnn.core.swap_test import swap_test_circuit_state
-from qucnn.nn.gradients import shifted_thetas, valid_patches
+from qucnn.core.windows import valid_patches
+from qucnn.nn.gradients import shifted_thetas
 
 
 def statevector(circuit) -> np.ndarray:
@@ -208,7 +209,8 @@ def test_split_runs_are_independent_and_reproducible(gen, monkeypatch):
     f = random_state(4, 1, gen, complex_=False)
     fid = swap_test(amplitude_encode(data), f)
     for method in ("gates", "unitary"):
-        runs = [QiskitBackend(seed=5, method=method).circuits(data, Filters(states=f), shots=100) for _ in range(2)]
+        runs = [QiskitBackend(seed=5, method=method).circuit_expectations(data, Filters(states=f),
+                                                                           shots=100) for _ in range(2)]
         assert torch.equal(runs[0].values, runs[1].values) and runs[0].extras["jobs"] == 8
         assert within_sigmas(runs[0].values, fid, (1 - fid**2) / 100) < SIGMAS
     z = qq.sample_swap_tests(data[:1].expand(8, 4), f, 100, seed=5)  # 8 copies: one circuit, 800 shots split
@@ -271,7 +273,7 @@ def test_executor_gradients_match_the_layer(small_layer, method):
     # binomial variances of every circuit, from the exact shifted fidelities (zero patches are not run)
     states = layer.ansatz.state(shifted_thetas(layer.theta.detach())[0])  # (2, P, O, d)
     spec = ConvSpec.make(2)
-    fid = get_backend("torch").state_maps(x, states.reshape(-1, states.shape[-1]), spec)[0].reshape(2, -1, 2, 4, 4)
+    fid = get_backend("torch").maps(x, states.reshape(-1, states.shape[-1]), spec)[0].reshape(2, -1, 2, 4, 4)
     valid = valid_patches(x, spec)[0, 0]
     if method == "parameter-shift":
         var = g[0] ** 2 / 4 * (2 - fid[0] ** 2 - fid[1] ** 2) / shots

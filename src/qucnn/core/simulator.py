@@ -7,7 +7,7 @@ return a new state; dtype and device follow the inputs. One general kernel (:fun
 handles every gate; permutation and diagonal gates take tested fast paths.
 
 Example:
-    >>> from qucnn.gates import Op
+    >>> from qucnn.core.gates import Op
     >>> psi = simulate([Op("H", (0,)), Op("CNOT", (0, 1))], n_qubits=2)
     >>> probabilities(psi, (0, 1))
     tensor([[0.5000, 0.0000, 0.0000, 0.5000]])

@@ -9,7 +9,7 @@ drawer's own dependency (``pylatexenc``) are there, otherwise with :func:`draw_o
 matplotlib drawing of wires, gate boxes and control dots.
 
 Example:
-    >>> from qucnn.ansatz import FilterAnsatz
+    >>> from qucnn.core.ansatz import FilterAnsatz
     >>> import torch
     >>> ops = FilterAnsatz(2, 1).ops(torch.zeros(1, 1, 2, 2))
     >>> count_ops(ops, 2)["cnots"]
