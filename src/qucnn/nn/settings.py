@@ -16,12 +16,17 @@ Example:
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from dataclasses import dataclass, replace
 
 import torch
 
 from ..utils.checks import MAX_SHOTS, UsageError, check_shots, one_of, optional_positive_int
+
+#: Folders whose frames a warning skips to point at the user's line (this package's and torch's).
+_LIBRARY_DIRS = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(torch.__file__))
 
 GRADIENT_MODES = ("autograd", "parameter-shift", "entanglement", "sampled")
 #: Gradient modes whose circuits take ``gradient_shots`` shots each.
@@ -71,15 +76,24 @@ class QuantumSettings:
             raise UsageError("gradient='sampled' needs gradient_budget (total shots per backward), got None")
         if self.gradient_shots is not None and self.gradient not in SHOT_GRADIENTS:
             warnings.warn(f"gradient_shots={self.gradient_shots} is ignored with gradient={self.gradient!r}; it "
-                          f"applies to {' and '.join(SHOT_GRADIENTS)}", UserWarning, stacklevel=5)
+                          f"applies to {' and '.join(SHOT_GRADIENTS)}", UserWarning, stacklevel=_user_stacklevel())
         if self.gradient_budget is not None and self.gradient != "sampled":
             warnings.warn(f"gradient_budget={self.gradient_budget} is ignored with gradient={self.gradient!r}; it "
-                          "applies to gradient='sampled'", UserWarning, stacklevel=5)
+                          "applies to gradient='sampled'", UserWarning, stacklevel=_user_stacklevel())
         elif self.gradient == "sampled" and self.gradient_budget < 2 * n_angles * filters:
             warnings.warn(f"gradient_budget={self.gradient_budget} is below the {2 * n_angles * filters} circuits "
                           f"that reach every angle's two shifts once ({filters} filters x {n_angles} angles x 2): "
                           "most gradient entries get no sample and the estimate is very noisy", UserWarning,
-                          stacklevel=5)
+                          stacklevel=_user_stacklevel())
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of a warning raised in the caller of this function that points at the first frame
+    outside qucnn and torch: the user's line, whether they called the layer or the functional."""
+    frame, level = sys._getframe(2), 2  # the frame that asked, and its caller
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 __all__ = ["GRADIENT_MODES", "QuantumSettings", "SHOT_GRADIENTS"]
