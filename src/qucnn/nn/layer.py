@@ -108,7 +108,7 @@ class QuConv2d(nn.Module):
             object.__setattr__(self, name, value)
             return
         if name == "backend":
-            object.__setattr__(self, "_engine_backend", get_backend(value))  # an unknown name fails here
+            object.__setattr__(self, "_backend_object", get_backend(value))  # an unknown name fails here
         super().__setattr__(name, value)
 
     def reset_parameters(self) -> None:
@@ -136,7 +136,7 @@ class QuConv2d(nn.Module):
 
     def filter_states(self) -> Tensor:
         """The filter states ``U(theta_i)|0>``: complex ``(out_channels, 2**n_qubits)``."""
-        return self._engine_backend.filter_states(self.theta)
+        return self._backend_object.filter_states(self.theta)
 
     def output_shape(self, height: int, width: int) -> tuple[int, int]:
         """``(H', W')`` for an input of ``height x width``."""
@@ -163,7 +163,7 @@ class QuConv2d(nn.Module):
         if isinstance(x, Tensor) and x.dim() in (3, 4) and x.shape[-3] != self.in_channels:
             raise UsageError(f"QuConv2d expects {self.in_channels} input channel(s), got {x.shape[-3]} "
                              f"(input shape {tuple(x.shape)})")
-        return convolve(x, self.theta, self._spec, self.settings, self._engine_backend, self.cost)
+        return convolve(x, self.theta, self._spec, self.settings, self._backend_object, self.cost)
 
     # -- validation path ---------------------------------------------------------------------------
     def forward_circuit(self, x: Tensor) -> Tensor:
