@@ -262,12 +262,10 @@ def test_own_drawer_and_layout(tmp_path):
 
 # -- determinism and merging -------------------------------------------------------------------------
 def test_same_seed_same_numbers_and_same_as_inside_all(quick_run, tmp_path):
-    runs = []
-    for name in ("a", "b"):
-        assert main(["reproduce", "backprop", "--quick", "--out", str(tmp_path / name)]) == 0
-        runs.append(_stable(_read(tmp_path / name)["backprop"]))
-    assert runs[0] == runs[1]
-    assert runs[0] == _stable(quick_run[1]["backprop"])  # alone == inside 'all'
+    # two runs with the same seed: this one, alone, and the fixture's 'all' (under pytest-xdist often made by
+    # another process): the same numbers
+    assert main(["reproduce", "backprop", "--quick", "--out", str(tmp_path)]) == 0
+    assert _stable(_read(tmp_path)["backprop"]) == _stable(quick_run[1]["backprop"])
 
 
 def test_single_experiment_merges_into_existing_metrics(quick_run, tmp_path):
