@@ -238,22 +238,24 @@ def _circuits(metrics: dict) -> list[str]:
     if sec is None:
         return ["## Circuits (Fig. 1, 2, 5)", "", "*Not run yet: `qucnn reproduce circuits`.*", ""]
     names = [k for k, v in sec.items() if isinstance(v, dict) and "qubits" in v]
-    how = sec.get("transpile") or {"basis": sec.get("transpile_basis", []), "optimization_level": 1}
+    how = sec.get("transpile")
     lines = ["## Circuits (Fig. 1, 2, 5)", "", f"Drawn with: {sec['drawer']}.", "",
              "| Circuit | Figure | Qubits | Gates as drawn | CNOTs as drawn | CSWAPs | Depth as drawn | "
              "CX, all-to-all | CX, on a line |", "|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         c = sec[name]
-        all_to_all = c.get("cx_all_to_all", c.get("transpiled_cnots"))  # metrics of qucnn < 0.3: one count
+        all_to_all = c.get("cx_all_to_all", c.get("transpiled_cnots"))  # metrics of earlier versions: one count
         lines.append(f"| {name} | [figure]({c['figure']}) | {c['qubits']} | {c['gates']} | "
                      f"{c['cnots']} | {c['cswaps']} | {c['depth']} | {_f(all_to_all)} | {_f(c.get('cx_line'))} |")
+    cx = (f"*CX*: what the basis `{', '.join(how['basis'])}` needs after a transpile with optimisation level "
+          f"{how['optimization_level']}, seed {how['seed']}, with all-to-all connectivity and on a line of the "
+          "circuit's qubits (routing SWAPs included), as `qucnn circuits` counts its circuit kinds (n/a: Qiskit "
+          "not installed)." if how else
+          "*CX*: all-to-all after a transpile with optimisation level 1, as earlier versions of qucnn counted (run "
+          "`qucnn reproduce circuits` again for the counts of `qucnn circuits`).")
     lines += ["", "*As drawn*: our registry ops, where a CSWAP or a state-preparation `UNITARY` is one gate and the "
-              "CNOTs are only the explicit ones (the ansatz's ring, Eq. 17's CNOT). *CX*: what the basis "
-              f"`{', '.join(how['basis'])}` needs after a transpile with optimisation level "
-              f"{how['optimization_level']}" + (f", seed {how['seed']}" if "seed" in how else "") +
-              ", with all-to-all connectivity and on a line of the circuit's qubits (routing SWAPs included): "
-              "the counts `qucnn circuits` reports for its circuit kinds (n/a: Qiskit not installed). A 16x16 "
-              "SVD unitary costs far more CX than the Mottonen ladder that prepares the same state.", ""] + \
+              "CNOTs are only the explicit ones (the ansatz's ring, Eq. 17's CNOT). " + cx + " A 16x16 SVD unitary "
+              "costs far more CX than the Mottonen ladder that prepares the same state.", ""] + \
         [f"![{name}]({sec[name]['figure']})" for name in names] + ["", _meta(sec), ""]
     return lines
 
