@@ -4,7 +4,6 @@ agreed signature) and argument errors."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
@@ -46,6 +45,8 @@ def quick_run(tmp_path_factory) -> tuple[Path, dict]:
         out = tmp_path_factory.mktemp("reproduce_all")
         assert main(["reproduce", "all", "--quick", "--out", str(out), "--seed", "0"]) == 0
         return out, _read(out)
+    import fcntl  # POSIX; pytest-xdist runs on one machine here
+
     shared = tmp_path_factory.getbasetemp().parent  # this run's folder, above each worker's own
     out = shared / "reproduce_all_quick"
     with open(shared / "reproduce_all_quick.lock", "w") as lock:
