@@ -30,6 +30,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # are first built: set it before any test imports them. With --device cuda they compile for the GPU.
     if config.getoption("--device") == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")
+    # Under pytest-xdist each worker is one of several processes on the machine's cores: one OpenMP thread each
+    # (and in the processes the tests start), or every parallel region waits for a descheduled thread.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

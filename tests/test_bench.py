@@ -66,6 +66,7 @@ def test_w1_quick_without_peers_gives_notes_and_valid_json(no_peers, tmp_path, c
     assert "not evaluated (not run: " in table
 
 
+@pytest.mark.slow  # the PennyLane peers of W2 and W3: CI runs it with -m slow
 def test_w2_and_w3_quick_with_installed_peers():
     result = run(["w2", "w3"], quick=True, repeats=1)
     _check_schema(result, {"w2", "w3"})
@@ -93,6 +94,7 @@ def test_w3_batch_size_is_a_choice_and_named_in_the_table(no_peers):
     assert "training step, 5 images" in markdown(result)
 
 
+@pytest.mark.slow  # every W4 case in its own process: CI runs it with -m slow
 def test_w4_tiny_reports_bandwidth_and_memory(no_peers):
     result = run(["w4"], quick=True, repeats=1, w4_images=64)
     _check_schema(result, {"w4"})

@@ -141,3 +141,59 @@ def test_the_benchmarks_page_includes_results_with_site_links(tmp_path):
     got = hooks.INCLUDE.sub(lambda m: hooks._include(tmp_path, m.group(1)), page)
     assert got == ("# B\nSee [precision](precision.md#fp32), the run (`benchmarks/results-cpu.md`) and "
                    "![img](x.png).\n\n")
+
+
+def _site(root: Path, pages: dict[str, str]) -> Path:
+    for rel, body in pages.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(body)
+    return root
+
+
+def test_the_link_checker_finds_broken_links_and_anchors(tmp_path):
+    hooks = _load("hooks")
+    good = _site(tmp_path / "good", {
+        "index.html": '<a href="math/#eq-17">x</a> <a href="math/">y</a> <img src="img/fig.png"> <a href="#top">t</a>'
+                      '<h1 id="top"></h1> <a href="https://arxiv.org/abs/2210.05443">z</a> <a href="mailto:a@b">m</a>'
+                      '<img src="data:image/png;base64,AAAA">',
+        "math/index.html": '<h2 id="eq-17">Eq. 17</h2><a href="../">home</a><a href="/math/#eq-17">root</a>',
+        "img/fig.png": "png",
+        "404.html": '<a href="/math/">math</a><link href="/img/fig.png">'})
+    assert hooks.broken_links(good) == []
+    # the tutorial's links before the fix: mkdocs-jupyter left them as Markdown file names
+    bad = _site(tmp_path / "bad", {
+        "index.html": '<a href="math/#no-such-anchor">x</a> <a href="training.md">t</a> <img src="missing.png">',
+        "math/index.html": '<h2 id="eq-17"></h2><a href="../../outside/">up</a>'})
+    assert sorted(hooks.broken_links(bad)) == [
+        "index.html: math/#no-such-anchor (no id 'no-such-anchor' on math/index.html)",
+        "index.html: missing.png (no such file in the site)",
+        "index.html: training.md (no such file in the site)",
+        "math/index.html: ../../outside/ (no such file in the site)"]
+
+
+def test_notebook_links_to_pages_become_page_urls():
+    hooks = _load("hooks")
+    urls = {"math.md": "../math/", "api/layer.md": "../api/layer/"}
+    html = ('<a href="math.md#eq-17">m</a> <a href="api/layer.md">l</a> <a href="https://x.org/a.md">e</a> '
+            '<a href="gone.md">g</a> <a href="#top">t</a>')
+    assert hooks.relink_notebook(html, "tutorial.md", urls.get) == (
+        '<a href="../math/#eq-17">m</a> <a href="../api/layer/">l</a> <a href="https://x.org/a.md">e</a> '
+        '<a href="gone.md">g</a> <a href="#top">t</a>')
+
+
+def test_notebook_math_becomes_what_arithmatex_writes():
+    hooks = _load("hooks")
+    cell = ('<div class="jp-RenderedHTMLCommon jp-MarkdownOutput" data-mime-type="text/markdown">'
+            '<p>fidelity $|\\langle f|x\\rangle|^2$, $$F = 1$$, costs $5 and <code>$HOME$</code></p></div>')
+    assert hooks.notebook_math(cell + "<div>$x$ in an output</div>") == (
+        '<div class="jp-RenderedHTMLCommon jp-MarkdownOutput" data-mime-type="text/markdown">'
+        '<p>fidelity <span class="arithmatex">\\(|\\langle f|x\\rangle|^2\\)</span>, '
+        '<div class="arithmatex">\\[F = 1\\]</div>, costs $5 and <code>$HOME$</code></p></div>'
+        "<div>$x$ in an output</div>")
+
+
+def test_a_list_after_a_paragraph_line_is_a_list_as_on_github():
+    hooks = _load("hooks")
+    page = "**1. Forward.**\n- a\n  more\n  - nested\n- b\n\n```\nx\n- code\n  - code\n```\n# Head\n- c\ntext\n* d"
+    assert hooks.gfm_lists(page) == ("**1. Forward.**\n\n- a\n  more\n    - nested\n- b\n\n```\nx\n- code\n  - code\n```"
+                                     "\n# Head\n- c\ntext\n\n* d")

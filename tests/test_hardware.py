@@ -11,6 +11,7 @@ from qucnn.analysis import hardware
 from qucnn.cli import main
 
 
+@pytest.mark.slow  # a whole study through Aer: CI runs it with -m slow
 def test_quick_hardware_study_writes_the_schema_and_sane_numbers(tmp_path, capsys):
     assert main(["analyze", "hardware", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
     result = json.loads((tmp_path / "hardware.json").read_text())
@@ -37,6 +38,7 @@ def test_hardware_refuses_bad_options(tmp_path, capsys):
         hardware.hardware_study(hardware.QUICK_TASK, None, settings=("exact", "psychic"))
 
 
+@pytest.mark.slow  # training through Aer, twice: CI runs it with -m slow
 def test_train_through_aer_resumes_bit_for_bit_and_needs_shots(tmp_path, capsys):
     import torch
 

@@ -339,6 +339,9 @@ def test_resources_of_every_kind(gen):
     assert res["swap_test_bell"]["qubits"] == 8  # the idle qubit 0 is dropped
     assert res["swap_test_bell"]["cx"] < res["swap_test"]["cx"]
     assert res["state_prep_gates"]["cx_all_to_all"] < res["state_prep_unitary"]["cx_all_to_all"]
+    # the data register by a unitary instead of gates costs CX; so does the filter's by a unitary too
+    assert (res["swap_test"]["cx_all_to_all"] < res["swap_test_data_svd"]["cx_all_to_all"]
+            < res["swap_test_unitary"]["cx_all_to_all"])
     assert all(r["cx"] >= r["cx_all_to_all"] for r in res.values())
 
 

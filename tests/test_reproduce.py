@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -37,8 +39,20 @@ def _stable(section: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("reproduce_all")
-    assert main(["reproduce", "all", "--quick", "--out", str(out), "--seed", "0"]) == 0
+    """One ``reproduce all --quick`` run, read-only for the tests. Under pytest-xdist the workers share it: the
+    first to get the lock runs it in the run's common temporary folder, the others wait and read it."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        out = tmp_path_factory.mktemp("reproduce_all")
+        assert main(["reproduce", "all", "--quick", "--out", str(out), "--seed", "0"]) == 0
+        return out, _read(out)
+    import fcntl  # POSIX; pytest-xdist runs on one machine here
+
+    shared = tmp_path_factory.getbasetemp().parent  # this run's folder, above each worker's own
+    out = shared / "reproduce_all_quick"
+    with open(shared / "reproduce_all_quick.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "metrics.json").exists():
+            assert main(["reproduce", "all", "--quick", "--out", str(out), "--seed", "0"]) == 0
     return out, _read(out)
 
 
@@ -198,6 +212,40 @@ def test_circuit_counts(quick_run):
     assert c["state_preparation_gates"]["gate_counts"]["RY"] == 15  # 2**n - 1 rotations
 
 
+def test_circuit_cx_counts_are_those_of_qucnn_circuits(quick_run):
+    """One definition of a CX count: `reproduce circuits` transpiles its circuits exactly as `qucnn circuits`
+    (qucnn.qiskit.circuit_resources: rz/sx/x/cx, optimisation level 2, seed 0, all-to-all and a line)."""
+    from qucnn.experiments.circuits import TRANSPILE, circuit_specs
+    from qucnn.qiskit import RESOURCE_BASIS, circuit_resources, ops_to_circuit
+
+    c = quick_run[1]["circuits"]
+    assert c["transpile"]["basis"] == RESOURCE_BASIS == TRANSPILE["basis"]
+    assert (c["transpile"]["optimization_level"], c["transpile"]["seed"]) == (2, 0)
+    specs = {spec["name"]: spec for spec in circuit_specs(Config(out=quick_run[0], quick=True, seed=0))}
+    for name in ("filter_ansatz", "swap_test", "entanglement_backprop"):
+        res = circuit_resources(ops_to_circuit(specs[name]["ops"], specs[name]["qubits"]))
+        assert (c[name]["cx_all_to_all"], c[name]["cx_line"]) == (res["cx_all_to_all"], res["cx"]), name
+    assert c["filter_ansatz"]["cx_all_to_all"] == 12  # the ring's 12 CNOTs, nothing to add
+    # the SWAP test's CSWAPs and the data register's unitary become many CX: far more than the 12 drawn
+    assert c["swap_test"]["cx_all_to_all"] > c["swap_test"]["cnots"] + 4 * 6
+    assert c["swap_test"]["cx_line"] >= c["swap_test"]["cx_all_to_all"]
+    report = (quick_run[0] / "report.md").read_text()
+    assert "| CX, all-to-all | CX, on a line |" in report and "optimisation level 2, seed 0" in report
+
+
+def test_the_report_names_its_version_and_no_machine_path_and_escapes_bra_kets(quick_run):
+    import qucnn
+
+    out, metrics = quick_run
+    report = (out / "report.md").read_text()
+    assert metrics["versions"]["qucnn"] == qucnn.__version__ and f"qucnn {qucnn.__version__}," in report
+    assert str(out) not in report and str(out.parent) not in report
+    assert f"--out {out.name} " in report  # the folder by its name
+    prose = re.sub(r"`[^`\n]*`", "", report)  # outside code spans no "<" starts what a renderer takes for a tag
+    assert re.findall(r"<[A-Za-z/!?]", prose) == []
+    assert "\\|&lt;f\\|x>\\|^2" in report and "`<Z_a> = delta F`" in report
+
+
 def test_own_drawer_and_layout(tmp_path):
     ops = [rotation("RX", 0, 0.3), Op("CNOT", (0, 2)), rotation("RZ", 1, 1.0),
            Op("UNITARY", (1, 2), torch.eye(4, dtype=torch.complex128)[None]), Op("CSWAP", (0, 1, 2)), Op("H", (0,))]
@@ -215,12 +263,10 @@ def test_own_drawer_and_layout(tmp_path):
 
 # -- determinism and merging -------------------------------------------------------------------------
 def test_same_seed_same_numbers_and_same_as_inside_all(quick_run, tmp_path):
-    runs = []
-    for name in ("a", "b"):
-        assert main(["reproduce", "backprop", "--quick", "--out", str(tmp_path / name)]) == 0
-        runs.append(_stable(_read(tmp_path / name)["backprop"]))
-    assert runs[0] == runs[1]
-    assert runs[0] == _stable(quick_run[1]["backprop"])  # alone == inside 'all'
+    # two runs with the same seed: this one, alone, and the fixture's 'all' (under pytest-xdist often made by
+    # another process): the same numbers
+    assert main(["reproduce", "backprop", "--quick", "--out", str(tmp_path)]) == 0
+    assert _stable(_read(tmp_path)["backprop"]) == _stable(quick_run[1]["backprop"])
 
 
 def test_single_experiment_merges_into_existing_metrics(quick_run, tmp_path):

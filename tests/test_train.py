@@ -114,6 +114,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert two["epochs"][0]["quantum_cost"] == one["epochs"][0]["quantum_cost"]
 
 
+@pytest.mark.slow  # three 2-process launches: CI runs it with -m slow
 def test_two_process_resume_is_bit_identical(tmp_path):
     # per-rank shot streams are gathered into the checkpoint and handed back to their ranks
     kw = dict(limit_train=96, limit_test=32, epochs=1, stride=2, shots=100, checkpoint_every=1, nproc=2, plot=False)
@@ -125,6 +126,7 @@ def test_two_process_resume_is_bit_identical(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # a torchrun launch of 2 processes: CI runs it with -m slow
 def test_torchrun_launch_matches_one_process(tmp_path):
     common = ["--limit-train", "40", "--limit-test", "32", "--epochs", "1", "--filters", "2", "--batch-size", "16",
               "--dtype", "float64", "--no-progress", "--no-plot"]

@@ -8,6 +8,11 @@ patch by SVD unitary, filter by the ansatz) and the entanglement-based backpropa
 drawer's own dependency (``pylatexenc``) are there, otherwise with :func:`draw_ops`, a small
 matplotlib drawing of wires, gate boxes and control dots.
 
+Two kinds of counts: the gates *as drawn* (registry ops; a CSWAP or a state-preparation ``UNITARY`` is one
+gate), and, with Qiskit installed, the CX a hardware basis needs: after the seeded transpile of
+:func:`qucnn.qiskit.circuit_resources` to ``rz, sx, x, cx`` (optimisation level 2, seed 0), with all-to-all
+connectivity and on a line of qubits, the same numbers ``qucnn circuits`` reports.
+
 Example:
     >>> from qucnn.core.ansatz import FilterAnsatz
     >>> import torch
@@ -35,8 +40,11 @@ from .forward import KERNEL, train_classical
 N_QUBITS, LAYERS = 4, 3
 COLOURS = {"RX": "#cfe2f3", "RY": "#cfe2f3", "RZ": "#d9ead3", "H": "#fff2cc", "X": "#f4cccc", "Z": "#f4cccc",
            "UNITARY": "#d9d2e9"}
-#: Basis of the optional transpiled CNOT count (IBM-style hardware gates).
+#: Basis of the transpiled CX counts (IBM-style hardware gates; ``qucnn.qiskit.RESOURCE_BASIS``).
 HARDWARE_BASIS = ["rz", "sx", "x", "cx"]
+#: How the CX counts are made: the settings of ``qucnn.qiskit.circuit_resources`` that ``qucnn circuits`` uses.
+TRANSPILE = {"basis": HARDWARE_BASIS, "optimization_level": 2, "seed": 0,
+             "coupling": "all-to-all (cx_all_to_all) and a line of the circuit's qubits (cx_line)"}
 
 
 def layout(ops: Sequence[Op], barriers: Sequence[int] = ()) -> list[int]:
@@ -69,7 +77,9 @@ def ansatz_barriers(n_qubits: int, layers: int, start: int = 0) -> list[int]:
 
 
 def count_ops(ops: Sequence[Op], n_qubits: int) -> dict:
-    """``qubits``, ``gates`` (all ops), ``cnots``, ``cswaps``, ``depth`` and ``gate_counts`` by name."""
+    """Counts of the circuit as drawn: ``qubits``, ``gates`` (all ops; a CSWAP or a ``UNITARY`` is one),
+    ``cnots`` (explicit CNOT gates, not those inside CSWAPs or unitaries), ``cswaps``, ``depth`` and
+    ``gate_counts`` by name. The CX a hardware basis needs: :func:`transpiled_counts`."""
     by_name: dict[str, int] = {}
     for op in ops:
         by_name[op.gate] = by_name.get(op.gate, 0) + 1
@@ -164,42 +174,50 @@ def _qiskit_circuit(ops: Sequence[Op], n_qubits: int, measured: Sequence[int], b
     return circuit
 
 
-def transpiled_cnots(ops: Sequence[Op], n_qubits: int) -> int | None:
-    """CNOTs after transpiling to ``rz/sx/x/cx`` (optimisation level 1, seeded), or None without Qiskit."""
+def transpiled_counts(ops: Sequence[Op], n_qubits: int) -> dict | None:
+    """CX and depth after the transpile of :data:`TRANSPILE`: ``{"cx_all_to_all", "cx_line",
+    "depth_all_to_all", "depth_line"}``, or None without Qiskit.
+
+    Example:
+        transpiled_counts(FilterAnsatz(4, 3).ops(theta), 4)["cx_all_to_all"]
+        # -> 12
+    """
     try:
+        from ..qiskit import circuit_resources  # optional extra: None without Qiskit
+
         circuit = _qiskit_circuit(ops, n_qubits, ())
     except ImportError:
         return None
-    from qiskit import transpile
-
-    return int(transpile(circuit, basis_gates=HARDWARE_BASIS, optimization_level=1,
-                         seed_transpiler=0).count_ops().get("cx", 0))
+    res = circuit_resources(circuit, optimization_level=TRANSPILE["optimization_level"], seed=TRANSPILE["seed"])
+    return {"cx_all_to_all": res["cx_all_to_all"], "cx_line": res["cx"],
+            "depth_all_to_all": res["depth_all_to_all"], "depth_line": res["depth"]}
 
 
 def draw(ops: Sequence[Op], n_qubits: int, path: Path, title: str, wire_names: Sequence[str],
          unitary_names: Sequence[str] = (), measured: Sequence[int] = (), barriers: Sequence[int] = (),
-         side=None) -> tuple[str, str, int | None]:
-    """Draw with Qiskit's matplotlib drawer if it can (and no ``side(fig, ax, cnots)`` panel is asked for), else
-    :func:`draw_ops`. Returns ``(file name, drawer, CNOTs after transpiling to rz/sx/x/cx or None without
-    Qiskit)``."""
-    cx = transpiled_cnots(ops, n_qubits)
+         side=None) -> tuple[str, str, dict | None]:
+    """Draw with Qiskit's matplotlib drawer if it can (and no ``side(fig, ax, cx)`` panel is asked for), else
+    :func:`draw_ops`. Returns ``(file name, drawer, transpiled_counts(ops) or None without Qiskit)``; ``cx``
+    is the all-to-all CX count or None."""
+    counts = transpiled_counts(ops, n_qubits)
+    cx = counts["cx_all_to_all"] if counts else None
     if side is not None:
         given, side = side, (lambda fig, ax: given(fig, ax, cx))
-    if cx is not None and side is None:
+    if counts is not None and side is None:
         try:
             fig = _qiskit_circuit(ops, n_qubits, measured, barriers).draw("mpl", fold=-1)
         except ImportError:  # the drawer needs pylatexenc, not a dependency of qiskit itself
             pass
         else:
             fig.suptitle(title, fontsize=13)
-            return save_figure(fig, path, bbox_inches="tight"), "qiskit", cx
+            return save_figure(fig, path, bbox_inches="tight"), "qiskit", counts
     return (draw_ops(ops, n_qubits, path, title, wire_names, unitary_names, measured, barriers, side),
-            "matplotlib (qucnn)", cx)
+            "matplotlib (qucnn)", counts)
 
 
 def _unitary_panel(w: Tensor):
     """A side panel for :func:`draw`: the state-preparation unitary ``w`` ``(d, d)`` as a heatmap, its first
-    column (``W|0>``, the prepared state) framed, and the CNOT count it transpiles to."""
+    column (``W|0>``, the prepared state) framed, and the CX count it transpiles to (all-to-all)."""
 
     def panel(fig, ax, cnots: int | None) -> None:
         from matplotlib.patches import Rectangle
@@ -208,7 +226,7 @@ def _unitary_panel(w: Tensor):
         ax.add_patch(Rectangle((-0.5, -0.5), 1, w.shape[0], fill=False, ec="black", lw=2))
         ax.set_xlabel("column j (input |j>); framed: column 0 = W|0> = f")
         ax.set_ylabel("row i (output |i>)")
-        cost = "" if cnots is None else f"\n{cnots} CNOTs after transpiling to {'/'.join(HARDWARE_BASIS)}"
+        cost = "" if cnots is None else f"\n{cnots} CX after transpiling to {'/'.join(HARDWARE_BASIS)} (all-to-all)"
         ax.set_title(f"inside the box: W = U V^H ({w.shape[0]}x{w.shape[0]}, real orthogonal){cost}", fontsize=11)
         fig.colorbar(shown, ax=ax, shrink=0.8)
 
@@ -261,22 +279,24 @@ def circuit_specs(config: Config) -> list[dict]:
 
 
 def run_circuits(config: Config) -> dict:
-    """Draw every circuit into ``config.out`` and count its gates; returns the metrics section."""
+    """Draw every circuit into ``config.out`` and count its gates as drawn and, with Qiskit, its CX after the
+    transpile of :data:`TRANSPILE` (None without Qiskit); returns the metrics section."""
     metrics: dict = {"figures": []}
     drawers = set()
     for spec in progress(circuit_specs(config), "draw circuits"):
         counts = count_ops(spec["ops"], spec["qubits"])
-        name, drawer, cx = draw(spec["ops"], spec["qubits"], config.out / spec["figure"], spec["title"],
-                                spec["wires"], spec["unitaries"], spec["measured"], spec["barriers"],
-                                spec.get("side"))
-        counts.update(figure=name, transpiled_cnots=cx)
+        name, drawer, transpiled = draw(spec["ops"], spec["qubits"], config.out / spec["figure"], spec["title"],
+                                        spec["wires"], spec["unitaries"], spec["measured"], spec["barriers"],
+                                        spec.get("side"))
+        counts.update(figure=name, **(transpiled or dict.fromkeys(("cx_all_to_all", "cx_line", "depth_all_to_all",
+                                                                  "depth_line"))))
         drawers.add(drawer)
         metrics[spec["name"]] = counts
         metrics["figures"].append(name)
     metrics["drawer"] = ", ".join(sorted(drawers))
-    metrics["transpile_basis"] = HARDWARE_BASIS
+    metrics["transpile"] = TRANSPILE
     return metrics
 
 
 __all__ = ["ansatz_barriers", "barrier_columns", "count_ops", "circuit_specs", "draw", "draw_ops", "layout",
-           "run_circuits", "transpiled_cnots"]
+           "run_circuits", "transpiled_counts", "TRANSPILE"]

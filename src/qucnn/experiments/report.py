@@ -1,6 +1,10 @@
 """report.md: each claim of the paper's Section V beside the number we measured, built only from
 metrics.json (so running one experiment regenerates the whole report from what is in the folder).
 
+The text is Markdown that GitHub and MkDocs both render as written: bra-kets such as ``<f|x>`` are in code
+spans, or, in table cells, escaped by :func:`qucnn.utils.markdown.cell`; paths of the machine that ran the
+command are shown by their last component.
+
 Example:
     >>> text = build_report({})
     >>> text.startswith("# QuCNN")
@@ -12,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..utils.files import atomic_write_text
+from ..utils.markdown import cell, short_path
 from .common import REPORT_FILE
 
 VARIANTS = (("", "torch, binomial shot draws"), ("_aer", "Qiskit Aer"), ("_aer_noise", "Qiskit Aer + noise model"))
@@ -37,7 +42,8 @@ def _meta(section: dict, name: str = "") -> str:
     m = section.get("meta", {})
     preset = "--quick" if m.get("quick") else "full"
     backend = m.get("backend", "?") + (" + noise" if m.get("noise") else "")
-    return (f"*Run: seed {m.get('seed')}, device {m.get('device')}, backend {backend}, data {m.get('data')}, "
+    return (f"*Run: seed {m.get('seed')}, device {m.get('device')}, backend {backend}, "
+            f"data {short_path(m.get('data'))}, "
             f"{preset} preset, {_f(m.get('wall_time_s'), 3)} s" + (f" ({name})" if name else "") + ".*")
 
 
@@ -69,11 +75,11 @@ def _forward(metrics: dict) -> list[str]:
              "**Validation: the circuits themselves.** These checks compare our closed form with circuits "
              "that are simulated gate by gate or run by an independent simulator (Qiskit Aer):", "",
              "| Check | Measured | Run by |", "|---|---|---|",
-             f"| W\\|0> is the ideal convolutional state (Fig. 5) | max \\|W\\|0> - f\\| = "
-             f"{_f(base['state_prep_error'], 2)}, max \\|W^H W - I\\| = {_f(base['unitary_error'], 2)} | our "
+             f"| {cell('W|0> is the ideal convolutional state (Fig. 5)')} | {cell('max |W|0> - f|')} = "
+             f"{_f(base['state_prep_error'], 2)}, {cell('max |W^H W - I|')} = {_f(base['unitary_error'], 2)} | our "
              "statevector simulator |",
-             f"| the 9-qubit SWAP-test circuit (SVD unitaries, CSWAPs) measures \\|<f\\|x>\\|^2 | "
-             f"{base['circuit_check']['patches']} patches, gate by gate: max \\|<Z_a> - F\\| = "
+             f"| the 9-qubit SWAP-test circuit (SVD unitaries, CSWAPs) measures {cell('|<f|x>|^2')} | "
+             f"{base['circuit_check']['patches']} patches, gate by gate: {cell('max |<Z_a> - F|')} = "
              f"{_f(base['circuit_check']['max_abs_error'], 2)} | our statevector simulator |"]
     if aer:
         lines.append(f"| shots from the circuits, not from F | {aer['circuits_run']:,} circuits x {aer['shots']:,} "
@@ -133,13 +139,13 @@ def _backprop(metrics: dict) -> list[str]:
              f"Exact fidelity F = {_f(base['checks']['exact_fidelity'])}. Backpropagated value g = "
              f"{base['upstream']}, scale c = {base['scale_c']}, so the ancilla carries delta = {base['delta']}. "
              f"Checks: exact parameter shift vs autograd {_f(base['checks']['parameter_shift_exact_error'], 2)}; "
-             f"Eq. 15 on the 10-qubit circuit simulated gate by gate (<Z_a> = delta F) "
+             f"Eq. 15 on the 10-qubit circuit simulated gate by gate (`<Z_a> = delta F`) "
              f"{_f(base['checks']['eq15_circuit_error'], 2)}.", "",
              "Paper: \"given sufficient shots, the gradient observed from QuCNN and Post Processed converge to "
              "similar values; lower shot numbers are much noisier\". Measured (per shot count: the largest "
              "|mean - exact| over the parameters estimated, in standard errors of the mean, and measured/theoretical "
              "variance averaged over parameters, which should be 1):", "",
-             "| Backend | Shots | Repeats | Parameters | Method | max \\|mean - exact\\| / SE | variance ratio | "
+             f"| Backend | Shots | Repeats | Parameters | Method | {cell('max |mean - exact|')} / SE | variance ratio | "
              "mean theoretical std |",
              "|---|---|---|---|---|---|---|---|"]
     for sec, name in runs:
@@ -182,15 +188,15 @@ def _backprop(metrics: dict) -> list[str]:
             if other and "noise" not in name:
                 ratios = [e["measured_mean"] / e["formula"] for e in other]
                 lines += [f"{name}, the validation: measured / formula {min(ratios):.2f} to {max(ratios):.2f} over "
-                          f"the shot counts, largest \\|z\\| {max(abs(e['z']) for e in other):.2f}."]
+                          f"the shot counts, largest `|z|` {max(abs(e['z']) for e in other):.2f}."]
     lines += ["", "**Eq. 17 is classically equivalent to post-processing.** The ancilla b is touched only by "
               "`RY(beta)` and then the CNOT into a, right before a is measured. Measuring b first gives the same "
               "joint statistics, so the circuit is an ordinary SWAP test whose outcome is multiplied by an "
               "independent random sign with mean delta: a classical coin flip. The \"entanglement\" does "
               "nothing a classical multiplication would not, and replacing the coin's expectation (delta) by the "
-              "coin adds exactly the variance above. With the layer's default c = max_j |g_j| "
+              "coin adds exactly the variance above. With the layer's default `c = max_j |g_j|` "
               "('entanglement-cmax' here) a single output has delta = +-1 and no extra variance; with many "
-              "outputs most |delta_j| are small and the gap is paid on nearly every circuit.", ""]
+              "outputs most `|delta_j|` are small and the gap is paid on nearly every circuit.", ""]
     return lines + [_meta(sec, name) for sec, name in runs] + [""]
 
 
@@ -233,16 +239,24 @@ def _circuits(metrics: dict) -> list[str]:
     if sec is None:
         return ["## Circuits (Fig. 1, 2, 5)", "", "*Not run yet: `qucnn reproduce circuits`.*", ""]
     names = [k for k, v in sec.items() if isinstance(v, dict) and "qubits" in v]
+    how = sec.get("transpile")
     lines = ["## Circuits (Fig. 1, 2, 5)", "", f"Drawn with: {sec['drawer']}.", "",
-             "| Circuit | Figure | Qubits | Gates | CNOTs | CSWAPs | Depth | CNOTs after transpiling to "
-             f"{'/'.join(sec['transpile_basis'])} |", "|---|---|---|---|---|---|---|---|"]
+             "| Circuit | Figure | Qubits | Gates as drawn | CNOTs as drawn | CSWAPs | Depth as drawn | "
+             "CX, all-to-all | CX, on a line |", "|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         c = sec[name]
-        lines.append(f"| {name} | [{c['figure']}]({c['figure']}) | {c['qubits']} | {c['gates']} | {c['cnots']} | "
-                     f"{c['cswaps']} | {c['depth']} | {_f(c['transpiled_cnots'])} |")
-    lines += ["", "Gate counts are of our registry ops (a `UNITARY` counts as one gate); the last column is "
-              "what a hardware basis needs (a 16x16 SVD unitary costs far more CNOTs than the Mottonen ladder "
-              "that prepares the same state).", ""] + \
+        all_to_all = c.get("cx_all_to_all", c.get("transpiled_cnots"))  # metrics of earlier versions: one count
+        lines.append(f"| {name} | [figure]({c['figure']}) | {c['qubits']} | {c['gates']} | "
+                     f"{c['cnots']} | {c['cswaps']} | {c['depth']} | {_f(all_to_all)} | {_f(c.get('cx_line'))} |")
+    cx = (f"*CX*: what the basis `{', '.join(how['basis'])}` needs after a transpile with optimisation level "
+          f"{how['optimization_level']}, seed {how['seed']}, with all-to-all connectivity and on a line of the "
+          "circuit's qubits (routing SWAPs included), as `qucnn circuits` counts its circuit kinds (n/a: Qiskit "
+          "not installed)." if how else
+          "*CX*: all-to-all after a transpile with optimisation level 1, as earlier versions of qucnn counted (run "
+          "`qucnn reproduce circuits` again for the counts of `qucnn circuits`).")
+    lines += ["", "*As drawn*: our registry ops, where a CSWAP or a state-preparation `UNITARY` is one gate and the "
+              "CNOTs are only the explicit ones (the ansatz's ring, Eq. 17's CNOT). " + cx + " A 16x16 SVD unitary "
+              "costs far more CX than the Mottonen ladder that prepares the same state.", ""] + \
         [f"![{name}]({sec[name]['figure']})" for name in names] + ["", _meta(sec), ""]
     return lines
 
@@ -252,7 +266,7 @@ NOTES = [
     "",
     "- **Lost equations.** The extracted text lost every equation; `docs/math.md` restates "
     "them from the surrounding text and first principles, and every one is checked numerically here or in "
-    "the test suite (W|0> = f, the SWAP-test closed form on the full circuit, Eq. 15 on the 10-qubit circuit, "
+    "the test suite (`W|0> = f`, the SWAP-test closed form on the full circuit, Eq. 15 on the 10-qubit circuit, "
     "the parameter shift against autograd).",
     "- **\"Maximally-mixed state\" (V-B).** A maximally mixed data state gives F = 1/d for every filter, hence "
     "a zero gradient: nothing to validate. We read it as the uniform superposition H^n|0> (default) and offer "
@@ -285,7 +299,7 @@ def _summary(metrics: dict) -> list[str]:
     fwd = metrics.get("forward") or metrics.get("forward_aer") or metrics.get("forward_aer_noise")
     aer = metrics.get("forward_aer")
     if fwd:
-        rows.append(f"| V-A, Fig. 2/3 | the SWAP test measures \\|<f\\|x>\\|^2 | full 9-qubit circuit, gate by gate: "
+        rows.append(f"| V-A, Fig. 2/3 | the SWAP test measures {cell('|<f|x>|^2')} | full 9-qubit circuit, gate by gate: "
                     f"max error {_f(fwd['circuit_check']['max_abs_error'], 2)}"
                     + (f"; Qiskit Aer, {aer['circuits_run']:,} circuits x {aer['shots']:,} shots: "
                        f"{100 * aer['within_3_sigma_fraction']:.2f}% within 3 standard errors, largest "
@@ -295,7 +309,7 @@ def _summary(metrics: dict) -> list[str]:
                     f"{_f(fwd['correlation']['quantum_vs_classical_squared_normalised'])} "
                     f"({_f(fwd['correlation']['quantum_vs_classical'])} with the raw map) |")
         rows.append(f"| V-A, Fig. 5 | an SVD unitary prepares the ideal convolutional state | "
-                    f"max \\|W\\|0> - f\\| = {_f(fwd['state_prep_error'], 2)} |")
+                    f"{cell('max |W|0> - f|')} = {_f(fwd['state_prep_error'], 2)} |")
     bp = metrics.get("backprop") or metrics.get("backprop_aer") or metrics.get("backprop_aer_noise")
     if bp:
         top = max(bp["shot_counts"])
@@ -305,7 +319,7 @@ def _summary(metrics: dict) -> list[str]:
                  + ", ".join(f"{e['measured_mean'] / e['formula']:.2f}" for e in gap) + ") and is classically "
                  "equivalent to post-processing") if gap else ""
         rows.append(f"| V-B, Fig. 4 | Eq. 17 and the post-processed shift converge with shots | both unbiased: at "
-                    f"{top:,} shots max \\|mean - exact\\| = {_f(worst.get('entanglement'), 3)} SE (Eq. 17), "
+                    f"{top:,} shots {cell('max |mean - exact|')} = {_f(worst.get('entanglement'), 3)} SE (Eq. 17), "
                     f"{_f(worst.get('parameter-shift'), 3)} SE (post-processed){extra} |")
     sl = metrics.get("state_learning")
     if sl and "summary" in sl:
@@ -328,8 +342,8 @@ def build_report(metrics: dict) -> str:
             "from it. Each section names the run that produced it (an experiment run alone merges its "
             "section into the existing metrics.json).", ""]
     if last:
-        head += [f"Last command: `qucnn reproduce {' '.join(last.get('argv') or last.get('experiments', []))}` "
-                 f"({_f(last.get('wall_time_s'), 3)} s).", ""]
+        argv = [short_path(a) for a in (last.get("argv") or last.get("experiments", []))]
+        head += [f"Last command: `qucnn reproduce {' '.join(argv)}` ({_f(last.get('wall_time_s'), 3)} s).", ""]
     versions = metrics.get("versions")
     if versions:
         head += ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + ".", ""]

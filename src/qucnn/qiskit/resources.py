@@ -1,5 +1,7 @@
 """Hardware cost of the QuCNN circuits: CNOT count and depth after a seeded transpile to the IBM-style
-basis ``rz, sx, x, cx`` on a line of qubits (each qubit coupled to its neighbours only).
+basis ``rz, sx, x, cx`` on a line of qubits (each qubit coupled to its neighbours only), and with all-to-all
+connectivity. This is the one definition of a CX count in qucnn: ``qucnn circuits`` reports it for every
+circuit kind and ``qucnn reproduce circuits`` for the circuits it draws.
 
 Example:
     >>> import torch
@@ -65,8 +67,10 @@ def example_circuits(patch: Tensor, theta: Tensor, upstream: float = 0.5) -> dic
     """Every circuit kind for one ``patch`` ``(m,)`` and one filter ``theta`` ``(L, n, 2)``:
 
     ``filter_ansatz``, ``state_prep_gates`` (Mottonen), ``state_prep_unitary`` (SVD ``UnitaryGate``),
-    ``swap_test`` (gates + ansatz, CSWAP), ``swap_test_unitary`` (both registers by SVD unitary, the
-    filter being the ansatz state: the Fig. 3 / Fig. 5 form), ``entanglement`` (``upstream`` ancilla),
+    ``swap_test`` (gates + ansatz, CSWAP), ``swap_test_data_svd`` (the data register by SVD unitary, the
+    filter by the ansatz: the Fig. 2 circuit ``qucnn reproduce circuits`` draws), ``swap_test_unitary`` (both
+    registers by SVD unitary, the filter being the ansatz state: the Fig. 3 / Fig. 5 form), ``entanglement``
+    (``upstream`` ancilla),
     ``swap_test_bell`` and ``entanglement_bell`` (the ancilla-free Bell-basis overlap).
     """
     t = torch.as_tensor(theta, dtype=torch.float64)
@@ -78,6 +82,7 @@ def example_circuits(patch: Tensor, theta: Tensor, upstream: float = 0.5) -> dic
         "state_prep_gates": state_preparation_circuit(patch, "gates"),
         "state_prep_unitary": state_preparation_circuit(patch, "unitary"),
         "swap_test": swap_test_circuit(patch, t),
+        "swap_test_data_svd": swap_test_circuit(patch, t, method="unitary"),
         "swap_test_unitary": swap_test_circuit(patch, method="unitary", filter_state=filter_state),
         "entanglement": swap_test_circuit(patch, t, upstream=upstream),
         "swap_test_bell": swap_test_circuit(patch, t, overlap="bell"),
