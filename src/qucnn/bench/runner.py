@@ -33,6 +33,7 @@ import torch
 
 from ..utils.checks import UsageError
 from ..utils.files import atomic_write_text
+from ..utils.markdown import cell
 from .peers import version
 
 #: A sample repeats a fast case until it lasts at least this long: long against the scheduler's time
@@ -258,9 +259,9 @@ def markdown(result: dict) -> str:
                   "| vs fastest peer | check | note |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
-            name = r["impl"] + (f" ({r['variant']})" if r.get("variant") else "")
+            name = cell(r["impl"] + (f" ({r['variant']})" if r.get("variant") else ""))
             if r.get("skipped"):
-                lines.append(f"| {name} | {r['device']} | - | - | - | - | - | - | - | skipped: {r['note']} |")
+                lines.append(f"| {name} | {r['device']} | - | - | - | - | - | - | - | skipped: {cell(r['note'])} |")
                 continue
             sv = r.get("speedup_vs", {})
             check = ", ".join(f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}"
@@ -268,7 +269,7 @@ def markdown(result: dict) -> str:
             lines.append(
                 f"| {name} | {r['device']} | {r['items']:,} {r['unit']} | {_fmt_time(r['median_s'])} | "
                 f"{_fmt_time(r.get('cpu_median_s'))} | {_fmt_rate(r['items_per_s'])} | {_fmt_ratio(sv.get(ref))} | "
-                f"{_fmt_ratio(sv.get('fastest-peer'))} | {check} | {r.get('note', '')} |")
+                f"{_fmt_ratio(sv.get('fastest-peer'))} | {check} | {cell(r.get('note', ''))} |")
         lines.append("")
     if result.get("targets"):
         lines += ["### Targets (ratios from this run)", "", "| target | value | met |", "|---|---|---|"]
@@ -279,7 +280,7 @@ def markdown(result: dict) -> str:
             else:
                 met = "yes" if t["met"] else "NO"
             value = "-" if t["value"] is None else f"{t['value']:.4g}"
-            lines.append(f"| {t['name']} | {value} | {met} |")
+            lines.append(f"| {cell(t['name'])} | {value} | {met} |")
         lines.append("")
     if result.get("notes"):
         lines += ["Notes:", ""] + [f"- {n}" for n in result["notes"]] + [""]

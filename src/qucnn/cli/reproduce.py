@@ -101,5 +101,7 @@ def _print_summary(metrics: dict, names: list[str], config) -> None:
                 f"L={L} {q['min']:.3f} / {q['median']:.3f} / {q['max']:.3f}" for L, q in sorted(depths.items())))
     if "circuits" in names:
         c = metrics["circuits"]
-        print("circuits: " + ", ".join(f"{k} {v['qubits']}q/{v['gates']}g/{v['cnots']}cx" for k, v in c.items()
-                                       if isinstance(v, dict) and "qubits" in v) + f" (drawer: {c['drawer']})")
+        counts = [f"{k} {v['qubits']} qubits, {v.get('cx_all_to_all', '-')} CX all-to-all / {v.get('cx_line', '-')} "
+                  "on a line" for k, v in c.items() if isinstance(v, dict) and "qubits" in v]
+        print("circuits (CX after transpiling to rz/sx/x/cx at level 2, as qucnn circuits counts them): "
+              + "; ".join(counts) + f" (drawer: {c['drawer']})")

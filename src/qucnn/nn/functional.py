@@ -207,8 +207,7 @@ def quconv2d(x: Tensor, theta: Tensor, kernel_size, stride=1, padding=0, *, dila
         cost: a :class:`~qucnn.nn.cost.CostLedger` to record circuits, qubits and shots into.
 
     Returns:
-        ``(B, O, H', W')`` (or ``(O, H', W')``) in ``x``'s dtype, with ``nn.Conv2d``'s output size; 0 on
-            all-zero patches.
+        ``(B, O, H', W')`` (or ``(O, H', W')``) in ``x``'s dtype, with ``nn.Conv2d``'s output size; 0 on all-zero patches.
     """
     spec = ConvSpec.make(kernel_size, stride, padding, dilation, padding_mode)
     settings = QuantumSettings(shots, gradient, gradient_shots, gradient_budget, generator)
