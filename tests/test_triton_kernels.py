@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -239,9 +240,37 @@ def test_the_tuning_script_times_every_kind_against_the_default(monkeypatch, tmp
     first = triton_tune.candidates
     monkeypatch.setattr(triton_tune, "candidates", lambda kind, filters: first(kind, filters)[:1])
     x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    rows, table = triton_tune.paths(x, ["forward", "backward", "shots", "sample"], 1e9, 0.0)
+    rows, table = triton_tune.paths(x, ["forward", "backward", "shots", "sample"], 1e6, time.time())
     assert all(r["error"] is None and r["seconds"] > 0 for r in rows)
     timed = {(r["kind"], r["filters"]) for r in rows if r["choice"]}
     assert timed == set(triton_tune.CASES)
     assert len([r for r in rows if not r["choice"]]) == len(timed)
     assert all(choice in [r["choice"] for r in rows] for choice in table.values())
+
+
+# -- qucnn bench --device cuda: the W3 extras on the CPU code paths --------------------------------------------
+def test_bench_w3_captured_step_and_epochs_run_their_code_paths_on_the_cpu(monkeypatch):
+    """The epoch rows (warm median, first epoch beside) and the captured step (eager without CUDA, from the same
+    seeded start as the eager step: the same first loss), and the targets they feed."""
+    from qucnn.bench import gpu, runner
+
+    monkeypatch.setattr(runner, "MIN_SAMPLE_S", 0.0)
+    cases = {c.impl: c for c in gpu.w3_cases(2, "cpu", extras=True, epoch_images=4)}
+    assert list(cases) == ["qucnn-triton-epoch", "torch-conv2d-epoch", "qucnn-triton", "qucnn-torch",
+                           "torch-two-conv", "qucnn-triton-graph"]
+    assert gpu.w3_cases(2, "cpu")[-1].impl == "torch-two-conv"  # no extras off CUDA by default
+    assert float(cases["qucnn-triton-graph"].fn()) == pytest.approx(float(cases["qucnn-triton"].fn()), abs=1e-6)
+    rows = runner.measure("w3", [cases[k] for k in ("qucnn-triton-epoch", "torch-conv2d-epoch",
+                                                    "qucnn-triton-graph")], repeats=1)
+    assert [r["impl"] for r in rows if not r["skipped"]] == ["qucnn-triton-epoch", "torch-conv2d-epoch",
+                                                            "qucnn-triton-graph"]
+    for r in rows[:2]:
+        assert r["items"] == 4 and r["first_epoch_s"] > 0 and "first epoch of this process took" in r["note"]
+    assert "eager" in rows[2]["note"]
+    fake = [{"workload": "w3", "device": "cuda", "impl": impl, "median_s": s}
+            for impl, s in (("torch-conv2d", 1.0), ("qucnn-triton", 1.2), ("qucnn-triton-graph", 1.4),
+                            ("torch-conv2d-epoch", 2.0), ("qucnn-triton-epoch", 2.4))]
+    met = {t["name"].split(" over ")[0]: (t["value"], t["met"]) for t in gpu.targets(fake)}
+    assert met == {"W3 qucnn-triton step": (pytest.approx(1.2), True),
+                   "W3 qucnn-triton step captured in a CUDA graph": (pytest.approx(1.4), False),
+                   "W3 qucnn-triton epoch after warm-up": (pytest.approx(1.2), True)}
