@@ -112,7 +112,8 @@ def test_every_path_gives_the_float64_reference(geometry, path, device, monkeypa
 
 def test_float32_paths_agree_with_the_measured_kernels(device, monkeypatch):
     """float32: every path's maps within SINGLE of the reference, and within float32 rounding of the measured
-    kernels' gradients; the forwards, whose tap loops add in the same order, give the same bits."""
+    kernels' gradients; the forwards, whose tap loops add in the same order, give the same bits (in the
+    interpreter; compiled, within SINGLE)."""
     spec = ConvSpec.make(4)
     x, states, up = _inputs(2, 1, 9, 8, 5, spec, device, torch.float32, seed=1)
     ref = _reference(x, states, spec, up)[0]
@@ -124,7 +125,7 @@ def test_float32_paths_agree_with_the_measured_kernels(device, monkeypatch):
     base = results["measured"]
     for name, (fid, valid, gx, gs, _) in results.items():
         assert (fid.cpu().double() - ref).abs().max() <= SINGLE, name
-        assert torch.equal(valid, base[1]) and torch.equal(fid, base[0]), name
+        assert torch.equal(valid, base[1]) and (fid - base[0]).abs().max() <= (0 if ops.interpreting() else SINGLE)
         assert _rel(gx, base[2].cpu().double()) <= SINGLE and _rel(gs, base[3].cpu().to(torch.complex128)) <= SINGLE
 
 

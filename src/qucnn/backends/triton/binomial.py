@@ -37,9 +37,10 @@ _TWO_M32 = tl.constexpr(2.0**-32)
 #: (float32 rounds at 2**-24, sm_90's float32 division errs by 2 units, its logarithm by 1, and each term takes
 #: a few such steps), so 2**-18 leaves a factor of 4; and of float64's own error per unit of ``n`` (its
 #: logarithms of ratios near 1 are multiplied by ``n + 1`` and ``k + 1/2``). Where float32 cannot decide within
-#: the bound, float64 decides: how often (Triton's interpreter, 2**18 proposals each) about 4e-4 of the
-#: proposals at ``S = 1000``, 1.4e-3 at ``10**4`` (``p`` near 1/2), 1.4e-2 at ``10**6``, 0.15 at ``10**9``:
-#: hence :data:`~qucnn.backends.triton.plan.MIXED_MAX_SHOTS`.
+#: the bound, float64 decides: 4e-4 of the proposals at ``S = 1000``, 1.4e-3 at ``10**4`` (``p`` near 1/2),
+#: 5.2e-3 at ``2**17``, 1.4e-2 at ``10**6``, 0.15 at ``10**9`` (``benchmarks/triton_mixed_sampler.py``, in
+#: Triton's interpreter, ``benchmarks/triton_mixed_sampler.json``): hence
+#: :data:`~qucnn.backends.triton.plan.MIXED_MAX_SHOTS`.
 _F32_ERROR = tl.constexpr(2.0**-18)
 _F64_ERROR = tl.constexpr(2.0**-48)
 
