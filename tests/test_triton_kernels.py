@@ -86,7 +86,7 @@ GEOMETRIES = {  # batch, channels, H, W, filters, ConvSpec.make arguments
     "padded": (2, 2, 7, 6, 3, {"kernel_size": (2, 3), "stride": (2, 1), "padding": 1,
                                 "dilation": (1, 2)}),
 }
-CASES = [(g, p) for p in PATHS for g in ("4x4",)] + [("padded", "taps-image"), ("padded", "taps-saved"),
+CASES = [(g, p) for p in PATHS for g in ("4x4",)] + [("padded", "taps-saved"),  # taps-saved: image layout too
                                                        ("padded", "taps-dot")]
 
 
@@ -111,14 +111,15 @@ def test_every_path_gives_the_float64_reference(geometry, path, device, monkeypa
 
 
 def test_float32_paths_agree_with_the_measured_kernels(device, monkeypatch):
-    """float32: every path's maps within SINGLE of the reference, and within float32 rounding of the measured
+    """float32: the paths' maps within SINGLE of the reference, and within float32 rounding of the measured
     kernels' gradients; the forwards, whose tap loops add in the same order, give the same bits (in the
     interpreter; compiled, within SINGLE)."""
     spec = ConvSpec.make(4)
     x, states, up = _inputs(2, 1, 9, 8, 5, spec, device, torch.float32, seed=1)
     ref = _reference(x, states, spec, up)[0]
     results = {}
-    for name, fields in PATHS.items():
+    for name in ("measured", "taps", "taps-image", "taps-dot"):  # the others: float64 above
+        fields = PATHS[name]
         with monkeypatch.context() as patch:
             _force(patch, fields)
             results[name] = _maps_and_grads(x, states, spec, up)
@@ -127,6 +128,42 @@ def test_float32_paths_agree_with_the_measured_kernels(device, monkeypatch):
         assert (fid.cpu().double() - ref).abs().max() <= SINGLE, name
         assert torch.equal(valid, base[1]) and (fid - base[0]).abs().max() <= (0 if ops.interpreting() else SINGLE)
         assert _rel(gx, base[2].cpu().double()) <= SINGLE and _rel(gs, base[3].cpu().to(torch.complex128)) <= SINGLE
+
+
+@pytest.mark.parametrize("fields", [{"kernel": "taps", "image": True, "block": 16},  # 16 positions: no partial tile
+                                    {"kernel": "taps", "idx64": True},  # 64-bit flat positions
+                                    {"kernel": "taps", "idx64": True, "reduce_dot": True}])
+def test_whole_tiles_and_64_bit_positions_give_the_same_bits(fields, device, monkeypatch):
+    """The image layout without a partial tile (no lane masked) and the 64-bit index path (taken from
+    ``B H' W' >= 2**31`` output positions, too large to test) compute what the measured kernels compute; the
+    taps backward twice gives the same bits (no atomics)."""
+    spec = ConvSpec.make(4)
+    x, states, up = _inputs(2, 1, 7, 7, 3, spec, device, torch.float32, seed=2)
+    base = _maps_and_grads(x, states, spec, up)
+    fields = dict(fields)
+    if fields.pop("idx64", False):
+        monkeypatch.setattr(ops, "idx64", lambda items, block: True)
+    _force(monkeypatch, fields)
+    first, second = _maps_and_grads(x, states, spec, up), _maps_and_grads(x, states, spec, up)
+    assert all(torch.equal(a, b) for a, b in zip(first[:4], second[:4]))
+    tol = 0 if ops.interpreting() else SINGLE
+    assert torch.equal(first[1], base[1]) and (first[0] - base[0]).abs().max() <= tol
+    assert _rel(first[2], base[2].cpu()) <= SINGLE and _rel(first[3], base[3].cpu()) <= SINGLE
+
+
+@pytest.mark.parametrize("fields", [{"kernel": "taps"}, {"kernel": "taps", "image": True, "block": 16}])
+def test_fused_expectations_with_groups_upstream_and_mask_equal_the_measured_kernel(fields, device, monkeypatch):
+    spec = ConvSpec.make(2)
+    x, states, _ = _inputs(2, 1, 6, 6, 6, spec, device, torch.float32, seed=3)
+    gen = torch.Generator().manual_seed(4)
+    up = (2 * torch.rand(2, 3, 5, 5, generator=gen) - 1).to(device)
+    up[1, 0] = 0
+    mask = (torch.rand(2, 3, 5, 5, generator=gen) > 0.3).to(device)
+    want = maps.expectations(x, states, 2, spec, upstream=up, mask=mask)
+    _force(monkeypatch, fields)
+    got = maps.expectations(x, states, 2, spec, upstream=up, mask=mask)
+    assert got.shape == (2, 2, 3, 5, 5) and (want != 0).any() and torch.all(got[:, 1, 0] == 0)
+    assert (got - want).abs().max() <= (0 if ops.interpreting() else SINGLE)
 
 
 def test_saved_overlaps_follow_the_plan_and_the_size_limit(device, monkeypatch):
@@ -256,7 +293,7 @@ def test_bench_w3_captured_step_and_epochs_run_their_code_paths_on_the_cpu(monke
     from qucnn.bench import gpu, runner
 
     monkeypatch.setattr(runner, "MIN_SAMPLE_S", 0.0)
-    cases = {c.impl: c for c in gpu.w3_cases(2, "cpu", extras=True, epoch_images=4)}
+    cases = {c.impl: c for c in gpu.w3_cases(2, "cpu", extras=True, epoch_images=2)}
     assert list(cases) == ["qucnn-triton-epoch", "torch-conv2d-epoch", "qucnn-triton", "qucnn-torch",
                            "torch-two-conv", "qucnn-triton-graph"]
     assert gpu.w3_cases(2, "cpu")[-1].impl == "torch-two-conv"  # no extras off CUDA by default
@@ -266,7 +303,7 @@ def test_bench_w3_captured_step_and_epochs_run_their_code_paths_on_the_cpu(monke
     assert [r["impl"] for r in rows if not r["skipped"]] == ["qucnn-triton-epoch", "torch-conv2d-epoch",
                                                             "qucnn-triton-graph"]
     for r in rows[:2]:
-        assert r["items"] == 4 and r["first_epoch_s"] > 0 and "first epoch of this process took" in r["note"]
+        assert r["items"] == 2 and r["first_epoch_s"] > 0 and "first epoch of this process took" in r["note"]
     assert "eager" in rows[2]["note"]
     fake = [{"workload": "w3", "device": "cuda", "impl": impl, "median_s": s}
             for impl, s in (("torch-conv2d", 1.0), ("qucnn-triton", 1.2), ("qucnn-triton-graph", 1.4),
