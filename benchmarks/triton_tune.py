@@ -47,11 +47,11 @@ def candidates(kind: str, filters: int) -> list[dict]:
     expected to win first."""
     taps = {"kernel": "taps", "unroll_rows": True}
     kc = 8 if filters == 8 else 16
-    if kind == "forward":
+    if kind == "forward":  # 16 filters x 1024 positions (and 512 without the image layout) spill for sm_90
         out = [{**taps, "kc": kc, "image": True, "block": b, "warps": w} for b in (128, 256, 512) for w in (4, 8)]
-        out += [{**taps, "kc": kc, "image": True, "block": 1024, "warps": 8}]
+        out += [{**taps, "kc": kc, "image": True, "block": 1024, "warps": 8}] if kc == 8 else []
         out += [{**taps, "kc": kc, "image": True, "block": b, "warps": 4, "unroll_rows": False} for b in (256, 512)]
-        out += [{**taps, "kc": kc, "block": b, "warps": 4} for b in (256, 512)]
+        out += [{**taps, "kc": kc, "block": b, "warps": 4} for b in ((256, 512) if kc == 8 else (256,))]
         return out + ([{**taps, "kc": 8, "image": True, "block": 512, "warps": 4}] if filters > 8 else [])
     if kind == "backward":
         out = [{**taps, "kc": kc, "block": b, "warps": 4, "reduce_dot": dot} for b in (64, 128, 256)

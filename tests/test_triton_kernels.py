@@ -33,14 +33,16 @@ PATHS = {
 }
 
 
-def _force(monkeypatch, fields: dict | None) -> None:
-    """Make ``ops`` launch every kind with ``fields`` replaced in its plan (``kc``: filters per program)."""
+def _force(monkeypatch, fields: dict | None, kinds: tuple[str, ...] = plan.KINDS) -> None:
+    """Make ``ops`` launch ``kinds`` with ``fields`` replaced in their plan (``kc``: filters per program)."""
     if fields is None:
         return
     original = ops.plan
 
     def forced(filters, taps, double, kind="forward", interpreted=False):
         p = original(filters, taps, double, kind, interpreted)
+        if kind not in kinds:
+            return p
         p = plan.with_chunks(p, filters, fields["kc"]) if "kc" in fields else p
         return dataclasses.replace(p, **{k: v for k, v in fields.items() if k != "kc"})
 
@@ -167,12 +169,17 @@ def test_fused_expectations_with_groups_upstream_and_mask_equal_the_measured_ker
 
 
 def test_saved_overlaps_follow_the_plan_and_the_size_limit(device, monkeypatch):
+    """Only the backward's plan asks: the measured forward's 32 filters per program (the interpreter's plan)
+    become chunks of 16 in the tap-loop forward that saves them."""
     spec = ConvSpec.make(4)
-    x, states, up = _inputs(1, 1, 6, 6, 3, spec, device, torch.float32)
-    _force(monkeypatch, {"kernel": "taps", "save_z": True})
-    assert _maps_and_grads(x, states, spec, up)[-1] == 5
-    outputs = 9  # 3 x 3 positions, 7 values each (2K + 1), float32
-    monkeypatch.setattr(plan, "SAVE_Z_MAX_BYTES", outputs * 7 * 4 - 1)
+    x, states, up = _inputs(1, 1, 6, 6, 20, spec, device, torch.float64)
+    _force(monkeypatch, {"kernel": "taps", "save_z": True}, kinds=("backward",))
+    fid, _, gx, gs, saved = _maps_and_grads(x, states, spec, up)
+    ref, rgx, rgs = _reference(x, states, spec, up)
+    assert saved == 5 and (fid.cpu() - ref).abs().max() <= EXACT
+    assert _rel(gx, rgx) <= EXACT and _rel(gs, rgs) <= EXACT
+    outputs = 9  # 3 x 3 positions, 41 values each (2K + 1), float64
+    monkeypatch.setattr(plan, "SAVE_Z_MAX_BYTES", outputs * 41 * 8 - 1)
     assert _maps_and_grads(x, states, spec, up)[-1] == 3  # one byte too many: recomputed
     assert not plan.saves_overlaps(plan.Plan(8, 1, 16, 16, 4, save_z=True), 10, 3, False)  # measured kernel: never
 

@@ -19,8 +19,8 @@ from ...core.geometry import ConvSpec
 from ...core.windows import NORM_EXPONENT
 from ...utils.checks import UsageError
 from . import kernels, tap_kernels
-from .plan import (MIXED_MAX_SHOTS, STIRLING_TAILS, Plan, fit, idx64, input_grad_tiles, padded, plan, pow2,
-                   saves_overlaps, slots)
+from .plan import (MIXED_MAX_SHOTS, SAVING_MAX_CHUNK, STIRLING_TAILS, Plan, fit, idx64, input_grad_tiles, padded,
+                   plan, pow2, saves_overlaps, slots, with_chunks)
 
 
 def interpreting() -> bool:
@@ -100,6 +100,8 @@ def forward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, out
     double = x.dtype == torch.float64
     p = fit(plan(k, spec.patch_size(c), double, "shots" if shots is not None else "forward", interpreting()),
             b * ho * wo)
+    if p.kernel == "measured" and saved is not None and p.kc > SAVING_MAX_CHUNK:
+        p = with_chunks(p, k, SAVING_MAX_CHUNK)
     if p.kernel == "taps" or p.mixed or saved is not None:
         _forward_taps(p, x, scale, states, spec, out, groups, valid, upstream, mask, shots, key, saved)
         return

@@ -65,6 +65,9 @@ MEASURED_TILES = {("forward", 8): (512, 4, True), ("forward", 32): (256, 4, Fals
 #: from ``benchmarks/triton_tune.py --paths`` on a GPU (it prints the entries); empty until then, so every launch
 #: takes the measured kernels.
 MEASURED_PATHS: dict[tuple[str, int], dict] = {}
+#: Filters per program of a forward that keeps the overlaps where the plan measured no tap-loop forward (the
+#: measured kernel's 32 spill registers in the tap-loop kernel for sm_90; 16 do not: ``triton_compile_check.py``).
+SAVING_MAX_CHUNK = 16
 #: Most shots the mixed-precision sampler takes (above, float32 cannot decide often enough to save anything:
 #: :mod:`.binomial`); larger counts draw in float64.
 MIXED_MAX_SHOTS = 2**17
@@ -214,5 +217,5 @@ def _sm_count(index: int | None) -> int:
 
 __all__ = ["ANSATZ_PER_THREAD", "INTERPRETER_SAMPLE_BLOCK", "KERNELS", "KINDS", "MAX_ANSATZ_DIM", "MAX_BLOCK",
            "MAX_CHUNK", "MAX_TAPS", "MEASURED_PATHS", "MEASURED_TILES", "MIXED_MAX_SHOTS", "SAMPLE_BLOCK",
-           "SAVE_Z_MAX_BYTES", "STIRLING_TAILS", "WARPS", "Plan", "fit", "idx64", "input_grad_tiles", "padded", "plan",
+           "SAVE_Z_MAX_BYTES", "SAVING_MAX_CHUNK", "STIRLING_TAILS", "WARPS", "Plan", "fit", "idx64", "input_grad_tiles", "padded", "plan",
            "pow2", "sample_mixed", "saves_overlaps", "slots", "with_chunks"]
