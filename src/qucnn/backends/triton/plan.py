@@ -122,17 +122,19 @@ def _tile(kind: str, kc: int, m_pad: int) -> tuple[int, int]:
 def plan(filters: int, taps: int, double: bool, kind: str = "forward", interpreted: bool = False) -> Plan:
     """The tiles for ``filters`` filters and ``taps = C kh kw`` patch values in float64 (``double``) or float32,
     for a launch of ``kind`` (:data:`KINDS`: the forward, the backward, the forward with the shot sampler):
-    the tiles measured fastest (:data:`MEASURED_TILES`) where there is a measurement, else the largest block (at
+    the path measured fastest (:data:`MEASURED_PATHS`), else the tiles measured fastest
+    (:data:`MEASURED_TILES`) where there is a measurement, else the largest block (at
     most :data:`MAX_BLOCK`) whose tiles fit the kind's per-thread budget with 4 warps, else with 8.
     ``interpreted``: for Triton's interpreter, whose cost is per operation: large blocks.
 
     Example:
-        >>> plan(8, 16, False)
-        Plan(kc=8, nkc=1, block=512, m_pad=16, warps=4, unroll_rows=True)
-        >>> plan(32, 16, False, "backward")
-        Plan(kc=32, nkc=1, block=64, m_pad=16, warps=4, unroll_rows=False)
-        >>> plan(8, 16, True)
-        Plan(kc=8, nkc=1, block=256, m_pad=16, warps=8, unroll_rows=False)
+        >>> def tiles(p): return p.kernel, p.kc, p.nkc, p.block, p.m_pad, p.warps, p.unroll_rows
+        >>> tiles(plan(8, 16, False))
+        ('measured', 8, 1, 512, 16, 4, True)
+        >>> tiles(plan(32, 16, False, "backward"))
+        ('measured', 32, 1, 64, 16, 4, False)
+        >>> tiles(plan(8, 16, True))
+        ('measured', 8, 1, 256, 16, 8, False)
     """
     m_pad = max(16, pow2(taps))
     kc = min(MAX_CHUNK, max(8, pow2(filters)))
