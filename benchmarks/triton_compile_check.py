@@ -4,9 +4,11 @@ Triton's interpreter (the tests) runs the kernels' semantics on the CPU; this sc
 that each specialisation the library launches compiles for real hardware (types, layouts, loops) and how many
 registers it needs (``ptxas -v``: registers per thread, spill stores/loads). It runs the library's own
 launch code on CPU tensors with the launches intercepted, so it compiles exactly the argument types and
-constexprs the library would launch. Needs Triton 3.9's offline compiler API (``ASTSource``, ``GPUTarget``).
+constexprs the library would launch: those of the current plan, then those of every candidate path
+``benchmarks/triton_tune.py`` times (the tap-loop kernels, the mixed-precision sampler). Needs Triton 3.9's
+offline compiler API (``ASTSource``, ``GPUTarget``).
 
-    PYTHONPATH=src python benchmarks/triton_compile_check.py [--arch 90] [--json out.json]
+    PYTHONPATH=src python benchmarks/triton_compile_check.py [--arch 90] [--json out.json] [--no-candidates]
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ def intercept(arch: int, log=print) -> dict[str, dict]:
 
 
 def workload() -> None:
-    """The launches to compile: maps and gradients in every input dtype for five geometries (1 to 130 filters),
-    the fused expectations with shots and with upstream deltas and a mask, sampling, and the ansatz."""
+    """The launches of the current plan: maps and gradients in every input dtype for five geometries (1 to 130
+    filters), the fused expectations with shots and with upstream deltas and a mask, sampling, and the ansatz."""
     from qucnn.backends.triton import maps
     from qucnn.backends.triton.ansatz_ops import ansatz_states
     from qucnn.core.geometry import ConvSpec
@@ -123,10 +125,48 @@ def workload() -> None:
             ansatz_states(theta).abs().sum().backward()
 
 
+def candidate_workload() -> None:
+    """The launches of every candidate path of ``triton_tune.py`` (W4's geometry: 4x4 float32 patches, K = 8 and
+    32; the forward, the backward, the shots, the sampler), each key recording the path in its constexprs."""
+    from triton_tune import CASES, SHOTS, candidates, replaced
+
+    from qucnn.backends.triton import maps, ops
+    from qucnn.core.geometry import ConvSpec
+
+    original = ops.plan
+    spec = ConvSpec.make(4)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 28, 28, generator=gen)
+    for kind, filters in CASES:
+        states = torch.randn(filters, 16, dtype=torch.complex64, generator=gen)
+        for choice in candidates(kind, filters):
+            if kind == "sample":
+                maps.sample(torch.rand(2, filters, 25, 25, generator=gen), SHOTS, mixed=choice["mixed"])
+                continue
+            forced = {kind: choice}
+            ops.plan = lambda k, taps, double, which="forward", interpreted=False, forced=forced: (
+                replaced(original(k, taps, double, which), k, forced[which]) if which in forced
+                else original(k, taps, double, which))
+            try:
+                if kind == "shots":
+                    maps.expectations(x, states, 1, spec, shots=SHOTS)
+                elif kind == "forward":
+                    maps.fidelity_maps(x, states, spec)
+                else:
+                    for need_x in (False, True):
+                        xr = x.clone().requires_grad_(need_x)
+                        fid = maps.fidelity_maps(xr, states.clone().requires_grad_(True), spec)[0]
+                        fid.backward(torch.ones_like(fid))
+            finally:
+                ops.plan = original
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability (90: H100/H200)")
     parser.add_argument("--json", help="write the per-kernel table here")
+    parser.add_argument("--no-candidates", action="store_true",
+                        help="only the launches of the current plan, not the candidate paths of triton_tune.py")
     args = parser.parse_args()
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise SystemExit("unset TRITON_INTERPRET: this script compiles for the GPU")
@@ -134,6 +174,8 @@ def main() -> int:
 
     seen = intercept(args.arch, log=lambda line: print(line, flush=True))
     workload()
+    if not args.no_candidates:
+        candidate_workload()
     spills = [v for v in seen.values() if v["spill_stores"]]
     print(f"{len(seen)} kernel specialisations compiled for sm_{args.arch}; {len(spills)} spill registers")
     if args.json:

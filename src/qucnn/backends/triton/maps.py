@@ -1,7 +1,8 @@
 """The Triton kernels as PyTorch operations:
 
 - :func:`fidelity_maps`: the exact maps ``(F, valid)``, one autograd node; its backward recomputes the overlaps
-  (nothing but ``x`` and the states is kept) and reduces the filter gradient deterministically.
+  (nothing but ``x`` and the states is kept, unless the plan keeps the normalised overlaps:
+  :func:`~.ops.overlaps_kept`) and reduces the filter gradient deterministically.
 - :func:`expectations`: ``<Z_a>`` of a filter group ``(G, O)``, with upstream deltas, a mask and shots all fused
   into one launch (the no-gradient path of a layer with shots, and every gradient estimator).
 - :func:`sample`: shot estimates of given expectations.
@@ -20,16 +21,25 @@ from ...core.geometry import ConvSpec
 from ...core.windows import prepare_input
 from ..reference import plain_fidelity
 from . import binomial, ops
-from .plan import INTERPRETER_SAMPLE_BLOCK, SAMPLE_BLOCK
+from .plan import INTERPRETER_SAMPLE_BLOCK, SAMPLE_BLOCK, sample_mixed
 
 
-def _maps_into(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec,
-               out_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def _maps_into(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, out_dtype: torch.dtype,
+               saved: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     fid = torch.empty((x.shape[0], states.shape[0]) + spec.output_size(*x.shape[-2:]), dtype=out_dtype,
                       device=x.device)
     valid = torch.empty((x.shape[0], 1) + fid.shape[-2:], dtype=torch.uint8, device=x.device)
-    ops.forward(x, scale, states, spec, fid, 1, valid)
+    ops.forward(x, scale, states, spec, fid, 1, valid, saved=saved)
     return fid, valid.view(torch.bool)
+
+
+def _overlap_buffers(x: Tensor, states: Tensor, spec: ConvSpec) -> tuple[Tensor, Tensor]:
+    """Empty ``(B, 2K, P)`` normalised overlaps and ``(B, P)`` inverse norms in the accumulation dtype."""
+    positions = spec.output_size(*x.shape[-2:])
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    count = positions[0] * positions[1]
+    return (torch.empty((x.shape[0], 2 * states.shape[0], count), dtype=acc, device=x.device),
+            torch.empty((x.shape[0], count), dtype=acc, device=x.device))
 
 
 class _Maps(torch.autograd.Function):
@@ -39,15 +49,16 @@ class _Maps(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, states: Tensor, spec: ConvSpec, out_dtype: torch.dtype):
         scale = ops.image_scale(x)
-        fid, valid = _maps_into(x, scale, states, spec, out_dtype)
-        ctx.save_for_backward(x, states, scale)
+        saved = _overlap_buffers(x, states, spec) if ops.overlaps_kept(x, states, spec) else None
+        fid, valid = _maps_into(x, scale, states, spec, out_dtype, saved)
+        ctx.save_for_backward(x, states, scale, *(saved or ()))
         ctx.spec = spec
         ctx.mark_non_differentiable(valid)
         return fid, valid
 
     @staticmethod
     def backward(ctx, g: Tensor, _valid_grad):
-        x, states, scale = ctx.saved_tensors
+        x, states, scale, *saved = ctx.saved_tensors
         need_x, need_states = ctx.needs_input_grad[:2]
         if torch.is_grad_enabled():  # create_graph=True
             inputs = [t for t, need in ((x, need_x), (states, need_states)) if need]
@@ -55,7 +66,8 @@ class _Maps(torch.autograd.Function):
                 out = plain_fidelity(prepare_input(x), states, ctx.spec)
             grads = iter(torch.autograd.grad(out, inputs, g.to(out.dtype), create_graph=True))
             return (next(grads) if need_x else None), (next(grads) if need_states else None), None, None
-        grad_x, grad_states = ops.backward(x, scale, states, ctx.spec, g, need_x, need_states)
+        grad_x, grad_states = ops.backward(x, scale, states, ctx.spec, g, need_x, need_states,
+                                           tuple(saved) if saved else None)
         return grad_x, grad_states, None, None
 
 
@@ -93,9 +105,12 @@ def expectations(x: Tensor, states: Tensor, groups: int, spec: ConvSpec, upstrea
     return out
 
 
-def sample(expectation: Tensor, shots: int, generator: torch.Generator | None = None) -> Tensor:
+def sample(expectation: Tensor, shots: int, generator: torch.Generator | None = None,
+           mixed: bool | None = None) -> Tensor:
     """``S``-shot estimates ``2 n0 / S - 1``, ``n0 ~ Binomial(S, (1 + z) / 2)`` exactly, of the expectations ``z``
-    (any shape). Draws come from Philox keyed by ``generator``: the same seed gives the same estimates."""
+    (any shape). Draws come from Philox keyed by ``generator``: the same seed gives the same estimates.
+    ``mixed``: the mixed-precision sampler (the same draws; default: where measured faster,
+    :func:`~.plan.sample_mixed`)."""
     z = expectation.detach().contiguous()
     est = torch.empty_like(z)
     if z.numel() == 0:
@@ -103,7 +118,9 @@ def sample(expectation: Tensor, shots: int, generator: torch.Generator | None = 
     key = ops.philox_key(generator, z.device)
     block = INTERPRETER_SAMPLE_BLOCK if ops.interpreting() else SAMPLE_BLOCK
     binomial.sample_kernel[(-(-z.numel() // block),)](z, z, est, key, ops.tails(z.device), z.numel(), shots, 1, 1,
-                                                       BLOCK=block, VALID=0, num_warps=4)
+                                                       BLOCK=block, VALID=0,
+                                                       MIXED=sample_mixed(shots) if mixed is None else mixed,
+                                                       num_warps=4)
     return est
 
 

@@ -18,8 +18,9 @@ from torch import Tensor
 from ...core.geometry import ConvSpec
 from ...core.windows import NORM_EXPONENT
 from ...utils.checks import UsageError
-from . import kernels
-from .plan import STIRLING_TAILS, fit, idx64, input_grad_tiles, padded, plan, slots
+from . import kernels, tap_kernels
+from .plan import (MIXED_MAX_SHOTS, SAVING_MAX_CHUNK, STIRLING_TAILS, Plan, fit, idx64, input_grad_tiles, padded,
+                   plan, pow2, saves_overlaps, slots, with_chunks)
 
 
 def interpreting() -> bool:
@@ -86,9 +87,11 @@ def philox_key(generator: torch.Generator | None, device: torch.device) -> Tenso
 
 def forward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, out: Tensor, groups: int,
             valid: Tensor | None, upstream: Tensor | None = None, mask: Tensor | None = None,
-            shots: int | None = None, key: Tensor | None = None) -> None:
-    """Launch :func:`kernels.forward_kernel` into ``out`` ``(G, B, O, H', W')`` (and ``valid`` ``(B, P)`` uint8,
-    when given)."""
+            shots: int | None = None, key: Tensor | None = None,
+            saved: tuple[Tensor, Tensor] | None = None) -> None:
+    """Launch the forward into ``out`` ``(G, B, O, H', W')`` (and ``valid`` ``(B, P)`` uint8, when given):
+    :func:`kernels.forward_kernel`, or :func:`tap_kernels.forward_taps_kernel` where the plan says so or the
+    normalised overlaps and inverse norms are to be ``saved`` (``(B, 2K, P)``, ``(B, P)``)."""
     b, c, h, w = x.shape
     if b == 0:
         return
@@ -97,6 +100,11 @@ def forward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, out
     double = x.dtype == torch.float64
     p = fit(plan(k, spec.patch_size(c), double, "shots" if shots is not None else "forward", interpreting()),
             b * ho * wo)
+    if p.kernel == "measured" and saved is not None and p.kc > SAVING_MAX_CHUNK:
+        p = with_chunks(p, k, SAVING_MAX_CHUNK)
+    if p.kernel == "taps" or p.mixed or saved is not None:
+        _forward_taps(p, x, scale, states, spec, out, groups, valid, upstream, mask, shots, key, saved)
+        return
     sview, is_complex = state_view(states)
     programs = -(-(b * ho * wo) // p.block) * p.nkc
     dummy = out
@@ -112,9 +120,44 @@ def forward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, out
         UNROLL=spec.kernel[1] if p.unroll_rows else 1, num_warps=p.warps)
 
 
+def _forward_taps(p: Plan, x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, out: Tensor,
+                  groups: int, valid: Tensor | None, upstream: Tensor | None, mask: Tensor | None,
+                  shots: int | None, key: Tensor | None, saved: tuple[Tensor, Tensor] | None) -> None:
+    """Launch :func:`tap_kernels.forward_taps_kernel` on the grid ``(blocks, filter chunks)``."""
+    b, c, h, w = x.shape
+    ho, wo = spec.output_size(h, w)
+    positions, k = ho * wo, states.shape[0]
+    block = min(p.block, max(16, pow2(positions))) if p.image else p.block
+    tiles = -(-positions // block)
+    sview, is_complex = state_view(states)
+    dummy = out
+    zs, isq = saved if saved is not None else (dummy, dummy)
+    tap_kernels.forward_taps_kernel[(b * tiles if p.image else -(-(b * positions) // block), p.nkc)](
+        x, dummy if scale is None else scale, sview, out, dummy if valid is None else valid,
+        dummy if upstream is None else upstream, dummy if mask is None else mask, dummy if key is None else key,
+        tails(x.device), norm_lift(x.dtype, x.device), zs, isq, b, k, k // groups, h, w, wo, positions, tiles,
+        shots or 1, *x.stride(), sview.stride(0), sview.stride(1), *_geometry(spec), KH=spec.kernel[0],
+        KW=spec.kernel[1], M=spec.patch_size(c), KC=p.kc, BLOCK=block, COMPLEX=is_complex,
+        HAS_SCALE=scale is not None, WRITE_VALID=valid is not None, HAS_UP=upstream is not None,
+        HAS_MASK=mask is not None, SHOTS=shots is not None, ACC=acc_type(x.dtype), PADDED=padded(spec),
+        IDX64=idx64(b * positions, block), UNROLL=spec.kernel[1] if p.unroll_rows else 1, IMAGE=p.image,
+        WOC=wo if p.image else 1, EVEN=p.image and positions % block == 0, SAVE_Z=saved is not None,
+        MIXED=p.mixed and (shots or 0) <= MIXED_MAX_SHOTS, num_warps=p.warps)
+
+
+def overlaps_kept(x: Tensor, states: Tensor, spec: ConvSpec) -> bool:
+    """Whether the forward of a differentiable call keeps the normalised overlaps for its backward (the backward's
+    plan asks for it, and they fit :data:`~.plan.SAVE_Z_MAX_BYTES`)."""
+    b, c, h, w = x.shape
+    ho, wo = spec.output_size(h, w)
+    k, double = states.shape[0], x.dtype == torch.float64
+    return saves_overlaps(plan(k, spec.patch_size(c), double, "backward", interpreting()), b * ho * wo, k, double)
+
+
 def backward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, g: Tensor, need_x: bool,
-             need_states: bool) -> tuple[Tensor | None, Tensor | None]:
-    """``(dL/dx, dL/dstates)`` (each when asked) for upstream ``g`` ``(B, K, H', W')``."""
+             need_states: bool, saved: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor | None, Tensor | None]:
+    """``(dL/dx, dL/dstates)`` (each when asked) for upstream ``g`` ``(B, K, H', W')``; ``saved``: the normalised
+    overlaps and inverse norms the forward kept (then the tap-loop kernel reads them)."""
     b, c, h, w = x.shape
     if b == 0:
         return (torch.zeros_like(x) if need_x else None), (torch.zeros_like(states) if need_states else None)
@@ -132,13 +175,22 @@ def backward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, g:
     e = torch.empty((p.nkc, b, ho * wo) if need_x else (1,), dtype=acc, device=x.device)
     dummy = part
     geometry = _geometry(spec)
-    kernels.backward_kernel[(n_slots * p.nkc,)](
-        x, dummy if scale is None else scale, sview, g, part, a, e, norm_lift(x.dtype, x.device), b, k, h, w, wo,
-        ho * wo, p.nkc, n_slots,
-        *x.stride(), sview.stride(0), sview.stride(1), *g.stride(), *geometry, KH=spec.kernel[0], KW=spec.kernel[1],
-        M=spec.patch_size(c), M_PAD=p.m_pad, KC=p.kc, BLOCK=p.block, COMPLEX=is_complex,
-        HAS_SCALE=scale is not None, NEED_X=need_x, ACC=acc_type(x.dtype), PADDED=padded(spec),
-        IDX64=idx64(b * ho * wo, p.block), num_warps=p.warps)
+    common = (*x.stride(), sview.stride(0), sview.stride(1), *g.stride(), *geometry)
+    if p.kernel == "taps" or saved is not None:
+        zs, isq = saved if saved is not None else (dummy, dummy)
+        tap_kernels.backward_taps_kernel[(n_slots, p.nkc)](
+            x, dummy if scale is None else scale, sview, g, zs, isq, part, a, e, norm_lift(x.dtype, x.device), b, k,
+            h, w, wo, ho * wo, p.nkc, n_slots, *common, KH=spec.kernel[0], KW=spec.kernel[1], M=spec.patch_size(c),
+            M_PAD=p.m_pad, KC=p.kc, BLOCK=p.block, COMPLEX=is_complex, HAS_SCALE=scale is not None, NEED_X=need_x,
+            ACC=acc_type(x.dtype), PADDED=padded(spec), IDX64=idx64(b * ho * wo, p.block),
+            UNROLL=spec.kernel[1] if p.unroll_rows else 1, SAVED=saved is not None, REDUCE_DOT=p.reduce_dot,
+            num_warps=p.warps)
+    else:
+        kernels.backward_kernel[(n_slots * p.nkc,)](
+            x, dummy if scale is None else scale, sview, g, part, a, e, norm_lift(x.dtype, x.device), b, k, h, w,
+            wo, ho * wo, p.nkc, n_slots, *common, KH=spec.kernel[0], KW=spec.kernel[1], M=spec.patch_size(c),
+            M_PAD=p.m_pad, KC=p.kc, BLOCK=p.block, COMPLEX=is_complex, HAS_SCALE=scale is not None, NEED_X=need_x,
+            ACC=acc_type(x.dtype), PADDED=padded(spec), IDX64=idx64(b * ho * wo, p.block), num_warps=p.warps)
     grad_states = None
     if need_states:
         grad_states = torch.zeros_like(states)
@@ -160,5 +212,4 @@ def backward(x: Tensor, scale: Tensor | None, states: Tensor, spec: ConvSpec, g:
 
 
 __all__ = ["acc_type", "backward", "check_device", "forward", "image_scale", "interpreting", "norm_lift",
-           "philox_key",
-           "state_view", "tails"]
+           "overlaps_kept", "philox_key", "state_view", "tails"]

@@ -58,6 +58,24 @@ KINDS = ("forward", "backward", "shots")
 #: became a tap loop). Other shapes use the budget rule of :func:`plan`.
 MEASURED_TILES = {("forward", 8): (512, 4, True), ("forward", 32): (256, 4, False), ("backward", 8): (128, 4, False),
                   ("backward", 32): (64, 4, False), ("shots", 8): (16, 4, True)}
+#: The kernel paths of :mod:`.tap_kernels` (and the mixed-precision sampler) measured faster than the kernels above
+#: on a GPU, for float32 4x4 patches (``M_PAD = 16``): ``(kind, filters per program of the default plan)`` ->
+#: the :class:`Plan` fields to replace, e.g. ``{"kernel": "taps", "image": True, "kc": 16, "block": 256, "warps":
+#: 4}``; kind ``"sample"`` (key ``("sample", 0)``) holds ``{"mixed": True}`` for :func:`sample_mixed`. Filled
+#: from ``benchmarks/triton_tune.py --paths`` on a GPU (it prints the entries); empty until then, so every launch
+#: takes the measured kernels.
+MEASURED_PATHS: dict[tuple[str, int], dict] = {}
+#: Filters per program of a forward that keeps the overlaps where the plan measured no tap-loop forward (the
+#: measured kernel's 32 spill registers in the tap-loop kernel for sm_90; 16 do not: ``triton_compile_check.py``).
+SAVING_MAX_CHUNK = 16
+#: Most shots the mixed-precision sampler takes (above, float32 cannot decide often enough to save anything:
+#: :mod:`.binomial`); larger counts draw in float64.
+MIXED_MAX_SHOTS = 2**17
+#: Kernel families of :attr:`Plan.kernel`: the kernels measured on an H200 (:mod:`.kernels`), the tap loops.
+KERNELS = ("measured", "taps")
+#: Largest saved overlaps (``2K + 1`` values per output position, in the accumulation dtype) the forward keeps
+#: for the backward when the plan asks for it (:attr:`Plan.save_z`); larger calls recompute them.
+SAVE_Z_MAX_BYTES = 2**32
 
 
 def pow2(n: int) -> int:
@@ -69,7 +87,14 @@ def pow2(n: int) -> int:
 class Plan:
     """Tiles of one launch: ``kc`` filters per program (``nkc`` chunks), ``block`` output positions per program
     (of the flattened ``(image, row, column)`` axis), patches padded to ``m_pad`` values, ``warps`` per program;
-    ``unroll_rows``: the forward's tap loop unrolls a kernel row at a time (else one tap)."""
+    ``unroll_rows``: the tap loops unroll a kernel row at a time (else one tap).
+
+    The path (:data:`MEASURED_PATHS`): ``kernel`` ``"measured"`` (:mod:`.kernels`) or ``"taps"``
+    (:mod:`.tap_kernels`: filter chunks on a second grid axis, and the options below); ``image``: the taps
+    forward takes one image per program, ``block`` consecutive positions of it; ``reduce_dot``: the taps
+    backward adds ``A X^T`` with ``tl.dot`` (else one lane sum per tap); ``save_z``: the forward keeps the
+    normalised overlaps for the backward (up to :data:`SAVE_Z_MAX_BYTES`); ``mixed``: shots drawn by the
+    float32 BTRS with float64 only where float32 cannot decide (:func:`.binomial.binomial_mixed`)."""
 
     kc: int
     nkc: int
@@ -77,6 +102,11 @@ class Plan:
     m_pad: int
     warps: int
     unroll_rows: bool = False
+    kernel: str = "measured"
+    image: bool = False
+    reduce_dot: bool = False
+    save_z: bool = False
+    mixed: bool = False
 
 
 def _tile(kind: str, kc: int, m_pad: int) -> tuple[int, int]:
@@ -92,22 +122,29 @@ def _tile(kind: str, kc: int, m_pad: int) -> tuple[int, int]:
 def plan(filters: int, taps: int, double: bool, kind: str = "forward", interpreted: bool = False) -> Plan:
     """The tiles for ``filters`` filters and ``taps = C kh kw`` patch values in float64 (``double``) or float32,
     for a launch of ``kind`` (:data:`KINDS`: the forward, the backward, the forward with the shot sampler):
-    the tiles measured fastest (:data:`MEASURED_TILES`) where there is a measurement, else the largest block (at
+    the path measured fastest (:data:`MEASURED_PATHS`), else the tiles measured fastest
+    (:data:`MEASURED_TILES`) where there is a measurement, else the largest block (at
     most :data:`MAX_BLOCK`) whose tiles fit the kind's per-thread budget with 4 warps, else with 8.
     ``interpreted``: for Triton's interpreter, whose cost is per operation: large blocks.
 
     Example:
-        >>> plan(8, 16, False)
-        Plan(kc=8, nkc=1, block=512, m_pad=16, warps=4, unroll_rows=True)
-        >>> plan(32, 16, False, "backward")
-        Plan(kc=32, nkc=1, block=64, m_pad=16, warps=4, unroll_rows=False)
-        >>> plan(8, 16, True)
-        Plan(kc=8, nkc=1, block=256, m_pad=16, warps=8, unroll_rows=False)
+        >>> def tiles(p): return p.kernel, p.kc, p.nkc, p.block, p.m_pad, p.warps, p.unroll_rows
+        >>> tiles(plan(8, 16, False))
+        ('measured', 8, 1, 512, 16, 4, True)
+        >>> tiles(plan(32, 16, False, "backward"))
+        ('measured', 32, 1, 64, 16, 4, False)
+        >>> tiles(plan(8, 16, True))
+        ('measured', 8, 1, 256, 16, 8, False)
     """
     m_pad = max(16, pow2(taps))
     kc = min(MAX_CHUNK, max(8, pow2(filters)))
     if interpreted:
         return Plan(kc, -(-filters // kc), INTERPRETER_BLOCK, m_pad, WARPS[0], unroll_rows=True)
+    if not double and m_pad == 16 and (kind, kc) in MEASURED_PATHS:
+        chosen = dict(MEASURED_PATHS[kind, kc])
+        kc = chosen.pop("kc", kc)
+        block, warps, unroll_rows = MEASURED_TILES.get((kind, kc), (MAX_BLOCK, WARPS[0], False))
+        return dataclasses.replace(Plan(kc, -(-filters // kc), block, m_pad, warps, unroll_rows), **chosen)
     if not double and m_pad == 16 and (kind, kc) in MEASURED_TILES:
         block, warps, unroll_rows = MEASURED_TILES[kind, kc]
         return Plan(kc, -(-filters // kc), block, m_pad, warps, unroll_rows)
@@ -122,6 +159,23 @@ def plan(filters: int, taps: int, double: bool, kind: str = "forward", interpret
         block //= 2
     fits_four = per_position * block <= most * WARPS[0] // WARPS[-1]
     return Plan(kc, -(-filters // kc), block, m_pad, WARPS[0] if fits_four else WARPS[-1])
+
+
+def with_chunks(p: Plan, filters: int, kc: int) -> Plan:
+    """``p`` with ``kc`` filters per program (a power of two, at least 8)."""
+    return dataclasses.replace(p, kc=kc, nkc=-(-filters // kc))
+
+
+def sample_mixed(shots: int) -> bool:
+    """Whether :func:`.maps.sample` draws ``shots`` shots with the mixed-precision sampler (measured faster:
+    :data:`MEASURED_PATHS`; at most :data:`MIXED_MAX_SHOTS`)."""
+    return bool(MEASURED_PATHS.get(("sample", 0), {}).get("mixed", False)) and shots <= MIXED_MAX_SHOTS
+
+
+def saves_overlaps(p: Plan, outputs: int, filters: int, double: bool) -> bool:
+    """Whether a forward keeps the normalised overlaps of ``outputs`` positions (``2 K + 1`` values each) for a
+    backward planned as ``p``: when ``p`` asks for it and they fit :data:`SAVE_Z_MAX_BYTES`."""
+    return p.kernel == "taps" and p.save_z and outputs * (2 * filters + 1) * (8 if double else 4) <= SAVE_Z_MAX_BYTES
 
 
 def fit(p: Plan, items: int) -> Plan:
@@ -163,8 +217,7 @@ def _sm_count(index: int | None) -> int:
     return torch.cuda.get_device_properties(index if index is not None else torch.cuda.current_device()).multi_processor_count
 
 
-
-
-__all__ = ["ANSATZ_PER_THREAD", "INTERPRETER_SAMPLE_BLOCK", "KINDS", "MAX_ANSATZ_DIM", "MAX_BLOCK", "MAX_CHUNK",
-           "MAX_TAPS", "MEASURED_TILES", "Plan", "SAMPLE_BLOCK", "STIRLING_TAILS", "WARPS", "fit", "idx64",
-           "input_grad_tiles", "padded", "plan", "pow2", "slots"]
+__all__ = ["ANSATZ_PER_THREAD", "INTERPRETER_SAMPLE_BLOCK", "KERNELS", "KINDS", "MAX_ANSATZ_DIM", "MAX_BLOCK",
+           "MAX_CHUNK", "MAX_TAPS", "MEASURED_PATHS", "MEASURED_TILES", "MIXED_MAX_SHOTS", "SAMPLE_BLOCK",
+           "SAVE_Z_MAX_BYTES", "SAVING_MAX_CHUNK", "STIRLING_TAILS", "WARPS", "Plan", "fit", "idx64", "input_grad_tiles", "padded", "plan",
+           "pow2", "sample_mixed", "saves_overlaps", "slots", "with_chunks"]
