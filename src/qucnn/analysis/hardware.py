@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..backends import QiskitBackend
+from ..backends import Filters, QiskitBackend, get_backend
 from ..datasets import ImageSplits
 from ..nn.models import build_model
 from ..utils.checks import UsageError, positive_int
@@ -211,7 +211,8 @@ def hardware_study(task: HardwareTask, data: ImageSplits, fake_device: str = DEF
                    heads: tuple[str, ...] = tuple(HEADS), progress: bool = True, done: list[dict] | None = None,
                    on_row=None, margin: float = 0.005) -> dict:
     """Every (setting, head) for every seed on the same data, initial weights and data order per seed:
-    ``{"fake_device", "config", "rows", "arms", "differences", "distinct_nonzero_patches"}``. ``done``: rows of an
+    ``{"fake_device", "noise_response", "config", "rows", "arms", "differences", "distinct_nonzero_patches"}``
+    (``noise_response``: :func:`noise_response` for the first seed when ``noisy`` is among the settings). ``done``: rows of an
     earlier run of the same task (reused, not retrained); ``on_row(rows)`` after each new row; ``margin``: the
     TOST margin as an accuracy fraction."""
     task = task.validated()
@@ -233,16 +234,45 @@ def hardware_study(task: HardwareTask, data: ImageSplits, fake_device: str = DEF
             rows.append(train_arm(setting, head, task, tensors, fake_device, seed, bar))
             if on_row is not None:
                 on_row(rows)
-    return {"fake_device": fake_device, "config": {"task": asdict(task), "seeds": list(seeds), "margin": margin,
-                                                   "settings": list(settings), "heads": {h: HEADS[h] for h in heads},
-                                                   "data": data.name},
+    response = noise_response(task, data, fake_device, seeds[0]) if "noisy" in settings else None
+    return {"fake_device": fake_device, "noise_response": response,
+            "config": {"task": asdict(task), "seeds": list(seeds), "margin": margin,
+                       "settings": list(settings), "heads": {h: HEADS[h] for h in heads}, "data": data.name},
             "rows": rows, **summarise_arms(rows, tuple(seeds), margin),
             "distinct_nonzero_patches": _distinct_patches(tensors[0])}
 
 
-def _distinct_patches(x: torch.Tensor) -> int:
+def _patches(x: torch.Tensor) -> torch.Tensor:
+    """The distinct non-zero 2x2 patches ``(P, 4)`` of binarised images ``x``."""
     patches = F.unfold(x, 2, stride=2).transpose(1, 2).reshape(-1, 4)
-    return len(torch.unique(patches[patches.sum(1) > 0], dim=0))
+    return torch.unique(patches[patches.sum(1) > 0], dim=0)
+
+
+def _distinct_patches(x: torch.Tensor) -> int:
+    return len(_patches(x))
+
+
+def noise_response(task: HardwareTask, data: ImageSplits, fake_device: str = DEFAULT_DEVICE, seed: int = 0,
+                   shots: int = 20_000) -> dict:
+    """How the device's noise maps the exact ``<Z_a> = F`` of the task's circuits: every distinct non-zero
+    training patch against every initial filter of ``seed``, each run with ``shots`` shots on the noisy backend
+    (unmitigated) and exactly on the torch simulator; a least-squares line ``noisy = slope F + intercept``.
+    Returns ``{"slope", "intercept", "max_residual", "points", "shots", "standard_error"}``."""
+    patches = _patches(task_data(data, task)[0]).double()
+    model = build_model("quantum", filters=task.filters, kernel=2, stride=2, layers=task.layers, seed=seed,
+                        head=HEADS["bn"], input_shape=(1, task.image, task.image), num_classes=2)
+    theta = model.quantum_layer.theta.detach().double()
+    rows = patches.repeat(len(theta), 1)
+    filters = Filters(theta=theta.repeat_interleave(len(patches), 0))
+    exact = get_backend("torch").circuits(rows, filters).values
+    noisy = make_backend("noisy", fake_device, derive_seed(seed, "noise-response"))
+    z = noisy.circuits(rows, filters, shots=shots, generator=torch.Generator().manual_seed(seed)).values
+    design = torch.stack([exact, torch.ones_like(exact)], 1)
+    slope, intercept = torch.linalg.lstsq(design, z.unsqueeze(1)).solution.squeeze(1).tolist()
+    residual = (z - (slope * exact + intercept)).abs().max()
+    return {"slope": slope, "intercept": intercept, "max_residual": float(residual), "points": len(rows),
+            "shots": shots, "standard_error": float((1 / shots) ** 0.5),
+            "exact": exact.tolist(), "noisy": z.tolist()}
 
 
 def quick(task: HardwareTask) -> HardwareTask:
@@ -252,5 +282,5 @@ def quick(task: HardwareTask) -> HardwareTask:
 
 
 __all__ = ["DEFAULT_DEVICE", "DEFAULT_SEEDS", "HEADS", "HardwareTask", "QUICK_TASK", "SETTINGS", "TASK",
-           "hardware_pairs", "hardware_study", "hardware_table", "make_backend", "plot_hardware", "summarise_arms", "task_data",
+           "hardware_pairs", "hardware_study", "hardware_table", "make_backend", "noise_response", "plot_hardware", "summarise_arms", "task_data",
            "train_arm"]

@@ -224,7 +224,7 @@ def plot_compare(combined: dict, path: str | Path, title: str = "") -> Path:
     bx.set_xlabel("difference a - b, accuracy points (paired by seed)")
     bx.set_title("mean and 95% t interval; filled: resolved after Holm", fontsize=10)
     bx.grid(axis="x", alpha=0.3)
-    bx.legend(fontsize=8, loc="lower right")
+    bx.legend(fontsize=8, loc="upper left")
     if title:
         fig.suptitle(title, fontsize=10)
     path = atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
