@@ -134,6 +134,10 @@ def test_study_result_and_table():
     saving = shots_saving(settings)
     point = saving["points"][0]
     assert point["label"] == "sa" and set(point["against"]["parameter-shift"]) == {"shots", "circuits"}
+    hollow = shots_saving(aggregate([r for r in rows if r["label"] != "frozen"] +
+                                    [_row("frozen", "frozen", s, 0.55 + 0.012 * s, 0) for s in range(3)]))
+    assert hollow["points"][0]["above_frozen"] is False  # identical to frozen on every seed
+    assert not any(c["claimed"] for c in hollow["points"][0]["against"]["parameter-shift"].values())
     text = shots_table({"settings": settings, "saving": saving})
     assert "sa > frozen" in text and "saving of sa against parameter-shift" in text  # +5.2 points on every seed
 
