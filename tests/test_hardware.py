@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import SIGMAS
 
 from qucnn.analysis import hardware
 from qucnn.cli import main
@@ -32,6 +33,9 @@ def test_quick_hardware_study_writes_the_schema_and_sane_numbers(tmp_path, capsy
     assert readout and all(0 <= c["p10"] < 0.2 and 0 <= c["p01"] < 0.2 for c in readout)
     assert result["distinct_nonzero_patches"] <= 15  # binarised 2x2 patches
     assert result["differences"] == []  # one seed: no intervals
+    response = result["noise_response"]  # Torino's noise shrinks <Z_a> = F towards 0: a line, slope below 1
+    assert response["points"] == result["distinct_nonzero_patches"] * task.filters and 0.5 < response["slope"] < 1
+    assert response["max_residual"] < SIGMAS * response["standard_error"]
     assert "noisy-mitigated/no-bn" in capsys.readouterr().out
     # a rerun with a second seed trains only the new seed's arms (the first seed's rows are kept on disk)
     kept = json.loads((tmp_path / "hardware.rows.json").read_text())["rows"]
