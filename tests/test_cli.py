@@ -113,9 +113,10 @@ def test_resume_hint_names_only_this_runs_checkpoints(tmp_path):
     (out / "checkpoint.pt").touch()  # written by this run, which started earlier
     assert train_cli.resume_hint(_hint_args(out, started=time.time() - 5)).startswith("continue with: qucnn train")
     compare = tmp_path / "cmp"
-    (compare / "frozen" / "seed1").mkdir(parents=True)
+    (compare / "frozen" / "plain" / "seed1").mkdir(parents=True)
     assert train_cli.resume_hint(_hint_args(compare, compare=True)).startswith("no checkpoint written yet")
-    (compare / "frozen" / "seed1" / "checkpoint.pt").write_bytes(b"")  # a comparison's runs: OUT/<kind>/seed<S>/
+    # a comparison's runs: OUT/<kind>/<head>/seed<S>/
+    (compare / "frozen" / "plain" / "seed1" / "checkpoint.pt").write_bytes(b"")
     assert train_cli.resume_hint(_hint_args(compare, compare=True, started=time.time() - 5)).startswith("continue")
 
 

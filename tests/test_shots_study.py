@@ -1,5 +1,6 @@
 """The shots study: every setting of a seed trains from the same start, frozen filters spend no gradient
-shots, bills add up, and a saving is claimed only where the sampled estimator beats frozen filters."""
+shots, bills add up, every setting is compared with frozen filters (Holm across the table), and savings come
+from interval crossings, in shots and in circuits."""
 
 from __future__ import annotations
 
@@ -9,19 +10,19 @@ import pytest
 import torch
 
 from qucnn.analysis.shots import (
+    DEFAULT_SEEDS,
     Setting,
-    aggregate,
     build_network,
     default_settings,
     read_progress,
-    shots_needed,
-    shots_saving,
     train_setting,
     write_progress,
 )
+from qucnn.analysis.shots_report import aggregate, crossing, saving_against, shots_saving, shots_table
 from qucnn.cli import main
 from qucnn.datasets import ImageSplits
 from qucnn.utils.checks import UsageError
+from qucnn.utils.stats import holm, summarise
 
 TINY = dict(filters=2, kernel=4, stride=4, layers=1, epochs=1, train=48, test=32, batch_size=16, lr=0.05)
 
@@ -70,35 +71,75 @@ def test_shot_bills(data):
     assert frozen["gradient_shots"] == frozen["gradient_circuits"] == 0 and 0 <= frozen["test_accuracy"] <= 1
 
 
-def _row(method: str, label: str, seed: int, acc: float, shots: int | None) -> dict:
+def _row(method: str, label: str, seed: int, acc: float, shots: int | None, circuits: int | None = None) -> dict:
     return {"method": method, "label": label, "shots": None, "budget": None, "seed": seed, "test_accuracy": acc,
-            "gradient_shots": shots}
+            "gradient_shots": shots, "gradient_circuits": shots if circuits is None else circuits}
 
 
-def test_saving_only_above_frozen_with_an_interval():
-    frozen = [0.80, 0.85, 0.90]
+def test_every_setting_against_frozen_with_holm_across_the_table():
+    assert len(DEFAULT_SEEDS) >= 5
+    frozen = [0.80, 0.85, 0.90, 0.82, 0.87]
     rows = [_row("frozen", "frozen", s, a, 0) for s, a in enumerate(frozen)]
-    rows += [_row("entanglement", "e1", s, a + 0.01, 10**7) for s, a in enumerate(frozen)]
-    rows += [_row("entanglement", "e2", s, a + 0.05, 10**9) for s, a in enumerate(frozen)]
-    # s1: +0.03 +- 0.01 over frozen on every seed (significant); s2: +0.02, -0.02, +0.03 (not significant)
-    rows += [_row("sampled", "s1", s, a + d, 10**4) for s, (a, d) in enumerate(zip(frozen, (0.02, 0.03, 0.04)))]
-    rows += [_row("sampled", "s2", s, a + d, 10**5) for s, (a, d) in enumerate(zip(frozen, (0.02, -0.02, 0.03)))]
+    rows += [_row("sampled", "s1", s, a + d, 10**4) for s, (a, d) in enumerate(zip(frozen, (0.02, 0.03, 0.04, 0.03, 0.03)))]
+    rows += [_row("sampled", "s2", s, a + d, 10**5) for s, (a, d) in enumerate(zip(frozen, (0.02, -0.02, 0.03, 0, 0.01)))]
+    settings = {s["label"]: s for s in aggregate(rows, margin=0.005)}
+    assert settings["frozen"]["vs_frozen"] is None
+    s1, s2 = settings["s1"]["vs_frozen"], settings["s2"]["vs_frozen"]
+    assert s1["b"] == "frozen" and s1["mean"] == pytest.approx(0.03) and s1["significant"]
+    assert not s2["significant"] and not s2["equivalent"]
+    assert [s1["p_holm"], s2["p_holm"]] == pytest.approx(holm([s1["p"], s2["p"]]))
+    assert settings["s1"]["gradient_circuits"] == 10**4 and settings["s1"]["summary"]["n"] == 5
+
+
+def test_crossing_interpolates_in_log_cost():
+    assert crossing([(1e6, -0.02), (1e8, 0.02)]) == {"cost": pytest.approx(1e7), "where": "interpolated"}
+    assert crossing([(1e6, 0.01), (1e8, 0.02)]) == {"cost": 1e6, "where": "at or below first"}
+    assert crossing([(1e6, -0.01), (1e8, -0.02)]) == {"cost": None, "where": "beyond"}
+    assert crossing([(5e7, -0.02), (5e7, 0.01)])["cost"] == pytest.approx(5e7)  # equal costs: that cost
+
+
+def test_saving_from_interval_crossings_in_shots_and_circuits():
+    seeds = [0, 1, 2, 3, 4]
+    sampled = {"label": "sampled N=1e+04", "method": "sampled", "seeds": seeds, "gradient_shots": 1e6,
+               "gradient_circuits": 1e6, "test_accuracy": [0.90, 0.91, 0.92, 0.90, 0.91]}
+    offsets = {1e6: [-0.05, -0.06, -0.04, -0.05, -0.05], 1e8: [0.01, 0.02, 0.00, 0.01, 0.01]}
+    dense = [{"label": f"ps {b:g}", "method": "parameter-shift", "seeds": seeds, "gradient_shots": b,
+              "gradient_circuits": 1e7, "test_accuracy": [a + o for a, o in zip(sampled["test_accuracy"], offsets[b])]}
+             for b in (1e6, 1e8)]
+    got = saving_against(sampled, dense, "shots")
+    first, second = (summarise(offsets[b]) for b in (1e6, 1e8))
+    assert [p["mean"] for p in got["points"]] == pytest.approx([first["mean"], second["mean"]])
+    # low: where the upper interval end reaches 0, between 1e6 and 1e8 in log10
+    hi0, hi1 = first["ci95"][1], second["ci95"][1]
+    assert got["low"]["orders_of_magnitude"] == pytest.approx(2 * (-hi0) / (hi1 - hi0))
+    mean0, mean1 = first["mean"], second["mean"]
+    assert got["central"]["orders_of_magnitude"] == pytest.approx(2 * (-mean0) / (mean1 - mean0))
+    assert got["claimed"] and got["low"]["orders_of_magnitude"] < got["central"]["orders_of_magnitude"]
+    # in circuits the dense estimator runs 1e7 at every budget: it needs 1e7, one order more than 1e6
+    circuits = saving_against(sampled, dense, "circuits")
+    assert circuits["central"]["orders_of_magnitude"] == pytest.approx(1.0) and circuits["claimed"]
+    # a sampled setting that costs more circuits than the dense one saves none
+    costly = saving_against({**sampled, "gradient_circuits": 1e8}, dense, "circuits")
+    assert costly["central"]["orders_of_magnitude"] == pytest.approx(-1.0) and not costly["claimed"]
+    # dense already as good at its first budget: the lower end is not bounded, nothing claimed
+    easy = saving_against(sampled, [dict(d, test_accuracy=sampled["test_accuracy"]) for d in dense], "shots")
+    assert easy["low"]["where"] == "at or below first" and not easy["claimed"]
+
+
+def test_study_result_and_table():
+    rows = [_row("frozen", "frozen", s, 0.5 + 0.01 * s, 0) for s in range(3)]
+    rows += [_row("parameter-shift", "ps", s, 0.6 + 0.01 * s, 10**8, 10**6) for s in range(3)]
+    rows += [_row("sampled", "sa", s, 0.55 + 0.012 * s, 10**5) for s in range(3)]
     settings = aggregate(rows)
-    by = {s["label"]: s for s in settings}
-    assert by["frozen"]["vs_frozen"] is None and by["s1"]["vs_frozen"]["above"] is True
-    assert by["s2"]["vs_frozen"]["above"] is False
-    assert by["s1"]["summary"]["mean"] == pytest.approx(0.88) and by["e1"]["gradient_shots"] == 10**7
     saving = shots_saving(settings)
-    s1, s2 = saving["points"]
-    assert s2["above_frozen"] is False and s2["dense"] == {} and s2["orders_of_magnitude"] is None
-    # e1 (0.86) -> e2 (0.90) spans 2 decades for 0.04: 0.88 sits half way, at 10**8 shots: 4 orders above 10**4
-    central = s1["dense"]["entanglement"]["central"]
-    assert central["shots"] == pytest.approx(1e8) and central["orders_of_magnitude"] == pytest.approx(4.0)
-    sem = 0.01 / math.sqrt(3)
-    low = s1["dense"]["entanglement"]["low"]["orders_of_magnitude"]
-    assert low == pytest.approx(4.0 - 2 * sem / 0.04) and saving["best"]["label"] == "s1"
-    assert shots_needed([(10, 0.5), (1000, 0.7)], 0.6) == (pytest.approx(100.0), True)
-    assert shots_needed([(10, 0.5), (1000, 0.7)], 0.4) == (10, False)  # below the curve: an upper bound
+    point = saving["points"][0]
+    assert point["label"] == "sa" and set(point["against"]["parameter-shift"]) == {"shots", "circuits"}
+    hollow = shots_saving(aggregate([r for r in rows if r["label"] != "frozen"] +
+                                    [_row("frozen", "frozen", s, 0.55 + 0.012 * s, 0) for s in range(3)]))
+    assert hollow["points"][0]["above_frozen"] is False  # identical to frozen on every seed
+    assert not any(c["claimed"] for c in hollow["points"][0]["against"]["parameter-shift"].values())
+    text = shots_table({"settings": settings, "saving": saving})
+    assert "sa > frozen" in text and "saving of sa against parameter-shift" in text  # +5.2 points on every seed
 
 
 def test_cli_rejects_bad_options(capsys):

@@ -149,8 +149,9 @@ def test_compare_trains_every_kind_for_every_seed(tmp_path, capsys):
     m = json.loads((tmp_path / "metrics.json").read_text())
     kinds = ("quantum", "frozen", "classical", "fidelity-classical", "classical-matched")
     assert tuple(m["compare"]) == kinds and m["seeds"] == [0, 1] and m["tuning"] is None
+    assert m["heads"] == {"plain": "bn,maxpool:2,fc:128,relu"}  # --head's default, by its name
     for kind in kinds:
-        c = m["compare"][kind]
+        c = m["compare"][kind]["plain"]
         assert len(c["test_accuracy"]) == len(c["validation_accuracy"]) == 2
         assert [s["seed"] for s in c["seeds"]] == [0, 1]
         assert [s["test_accuracy"] for s in c["seeds"]] == c["test_accuracy"]
@@ -159,21 +160,24 @@ def test_compare_trains_every_kind_for_every_seed(tmp_path, capsys):
         assert s["std"] == pytest.approx(abs(c["test_accuracy"][0] - c["test_accuracy"][1]) / math.sqrt(2))
         assert kind in printed
         for seed in (0, 1):
-            run = tmp_path / kind / f"seed{seed}"
+            run = tmp_path / kind / "plain" / f"seed{seed}"
             assert (run / "model.pt").exists() and (run / "checkpoint.pt").exists()
             assert json.loads((run / "metrics.json").read_text())["final"]["test_accuracy"] == c["test_accuracy"][seed]
-        if kind != "quantum":
-            d = m["differences"][kind]
-            per = [a - b for a, b in zip(m["compare"]["quantum"]["test_accuracy"], c["test_accuracy"])]
-            assert d["per_seed"] == pytest.approx(per) and d["mean"] == pytest.approx(sum(per) / 2)
+    diffs = {(d["a"], d["b"]): d for d in m["differences"]}
+    for kind in ("frozen", "classical", "fidelity-classical", "classical-matched"):
+        d = diffs[("quantum/plain", f"{kind}/plain")]
+        per = [a - b for a, b in zip(m["compare"]["quantum"]["plain"]["test_accuracy"],
+                                     m["compare"][kind]["plain"]["test_accuracy"])]
+        assert d["per_seed"] == pytest.approx(per) and d["mean"] == pytest.approx(sum(per) / 2)
+    assert ("fidelity-classical/plain", "classical/plain") in diffs and len(diffs) == 5
     assert (tmp_path / "learning_curve.png").stat().st_size > 0 and (tmp_path / "compare.png").stat().st_size > 0
-    assert m["compare"]["classical"]["seeds"][0]["quantum_cost"] is None
+    assert m["compare"]["classical"]["plain"]["seeds"][0]["quantum_cost"] is None
     init = build_model("quantum", filters=2, seed=1).first.theta
-    assert torch.equal(state(tmp_path / "frozen" / "seed1" / "model.pt")["first.theta"], init)
-    assert not torch.equal(state(tmp_path / "quantum" / "seed1" / "model.pt")["first.theta"], init)
+    assert torch.equal(state(tmp_path / "frozen" / "plain" / "seed1" / "model.pt")["first.theta"], init)
+    assert not torch.equal(state(tmp_path / "quantum" / "plain" / "seed1" / "model.pt")["first.theta"], init)
     # same head start: frozen differs from quantum only in the angles; the matched twin has as many
     # first-layer weights as the quantum layer has angles (2 filters x 3 layers x 8 = 48 = 3 x 16)
-    models = {k: m["compare"][k]["model"] for k in kinds}
+    models = {k: m["compare"][k]["plain"]["model"] for k in kinds}
     assert models["frozen"]["trainable"] == models["quantum"]["trainable"] - init.numel()
     assert models["classical-matched"]["first_layer_trainable"] == models["quantum"]["first_layer_trainable"] == 48
     assert models["fidelity-classical"]["first_layer_trainable"] == 2 * 16 * 2
@@ -194,15 +198,17 @@ def test_tuning_picks_the_best_validation_point_and_never_reads_the_test_set():
     data = load_embedded_mnist()
     s = make_splits(data, 128, limit_train=256)
     blind = dataclasses.replace(s, test_images=None, test_labels=None)  # any use of the test set would raise
-    cfg = tiny(None, epochs=3, compare=True, kinds=("classical", "fidelity-classical"), tune=True, validation=128)
-    grid = {"lr": (1e-4, 3e-2), "schedule": ("constant",), "head": ("bn,maxpool:2,fc:16,relu",)}
+    cfg = tiny(None, epochs=3, compare=True, kinds=("classical", "fidelity-classical"), tune=True, validation=128,
+               seeds=(0,), tune_seeds=(1,), head="bn,maxpool:2,fc:16,relu")
+    grid = {"lr": (1e-4, 3e-2), "schedule": ("constant",)}
     assert len(grid_points(grid)) == 2
     result = tune(cfg, DistContext(), blind, grid)
+    assert result["seeds"] == [1] and result["heads"] == {"custom": "bn,maxpool:2,fc:16,relu"}
     for kind in ("classical", "fidelity-classical"):
-        rows = result["results"][kind]
-        assert [r["lr"] for r in rows] == [1e-4, 3e-2] and result["runs_per_kind"] == 2
+        rows = result["results"][kind]["custom"]
+        assert [r["lr"] for r in rows] == [1e-4, 3e-2] and result["runs_per_arm"] == 2
         best = max(rows, key=lambda r: (r["validation_accuracy"], -r["validation_loss"]))
-        assert result["chosen"][kind] == {"lr": best["lr"], "schedule": "constant", "head": grid["head"][0]}
+        assert result["chosen"][kind]["custom"] == {"lr": best["lr"], "schedule": "constant"}
         assert rows[1]["validation_accuracy"] > rows[0]["validation_accuracy"]  # lr 1e-4 barely moves in 24 steps
 
 
@@ -210,8 +216,9 @@ def test_tuning_resumes_from_tuning_json(tmp_path, monkeypatch):
     from qucnn.train import compare
 
     s = make_splits(load_embedded_mnist(), 64, limit_train=64)
-    grid = {"lr": (1e-3, 1e-2), "schedule": ("constant",), "head": ("bn,maxpool:2,fc:8,relu",)}
-    cfg = tiny(tmp_path, epochs=1, compare=True, kinds=("classical",), tune=True, validation=64)
+    grid = {"lr": (1e-3, 1e-2), "schedule": ("constant",)}
+    cfg = tiny(tmp_path, epochs=1, compare=True, kinds=("classical",), tune=True, validation=64, seeds=(0,),
+               head="bn,maxpool:2,fc:8,relu")
     first = tune(cfg, DistContext(), s, grid)
     assert (tmp_path / compare.TUNING_FILE).exists()
     calls = []

@@ -4,11 +4,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
+from dataclasses import asdict
 from pathlib import Path
 
 from ..analysis import hardware, parse_int_list, plateau_study, plot_plateau
 from ..analysis import shots as shots_analysis
+from ..analysis.hardware_report import hardware_table
+from ..analysis import scaling
+from ..analysis.scaling_report import plot_scaling, scaling_table
+from ..analysis.shots_report import shots_table
 from ..analysis.plateau import check_study
 from ..backends import QiskitBackend
 from ..datasets import load_embedded_mnist
@@ -17,6 +24,8 @@ from ..utils.devices import resolve_device
 from ..utils.files import atomic_write_text, check_writable_file
 from ..utils.progress import show_progress
 from .common import add_progress_options
+from ..train.config import NAMED_HEADS
+from ..utils.stats import DEFAULT_MARGIN_POINTS
 
 QUICK = {"qubits": "2,4,6", "depths": "1-3", "samples": 256}
 DEFAULTS = {"qubits": "2,4,6,8", "depths": "1-12", "samples": 2000}
@@ -73,11 +82,14 @@ def _register_shots(sub) -> None:
         description="Trains the same hybrid network with each filter-gradient estimator (exact, frozen filters, "
                     "parameter shift and Eq. 17 at S shots per circuit, the sampled estimator at N shots per step) "
                     "for each seed and plots test accuracy against the gradient shots a quantum computer would have "
-                    "spent. A shot saving is reported only where the sampled estimator beats frozen filters "
-                    "(one-sided paired t test over seeds, 95%).")
+                    "spent. Every setting is compared with frozen filters paired by seed (two-sided 95% t intervals, "
+                    "Holm-corrected); shot savings come from interval crossings, in shots and in circuits.")
     p.add_argument("--seeds", default=None,
-                   help="seeds of init, data order and shots, list or range (default 0,1,2; at least 2 for the "
-                        "significance test)")
+                   help="seeds of init, data order and shots, list or range (default 0-4; at least 2 for the "
+                        "intervals)")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN_POINTS,
+                   help=f"equivalence margin (TOST) against frozen filters, accuracy points (default "
+                        f"{DEFAULT_MARGIN_POINTS})")
     p.add_argument("--epochs", type=int, default=None, help="epochs per setting (default 2; --quick 1)")
     p.add_argument("--train", type=int, default=None, help="training images (default 4000; --quick 1024)")
     p.add_argument("--out", default="results/shots", help="output folder (default results/shots)")
@@ -93,23 +105,62 @@ def _register_hardware(sub) -> None:
     p = sub.add_parser(
         "hardware", help="train with every circuit on a backend: exact, noiseless Aer, a noisy fake IBM device",
         description="Trains QuCNN on MNIST 0 vs 1 (pooled to 8x8, binarised; 2x2 kernel, stride 2: 5-qubit SWAP "
-                    "tests) four ways, every forward and parameter-shift circuit executed by the backend: exact "
-                    "(torch), shots (noiseless Aer), noisy (Aer with a fake IBM device's noise, circuits transpiled "
-                    "for it) and noisy-mitigated (readout mitigation). Writes a JSON and a PNG beside it.")
+                    "tests) in every combination of a setting (exact, noiseless Aer shots, Aer with a fake IBM "
+                    "device's noise, the same with readout mitigation) and a head (with and without BatchNorm "
+                    "after the quantum layer), for each seed; every forward and parameter-shift circuit runs on the "
+                    "backend, and each trained model is evaluated repeatedly with shots. Compares the arms paired by "
+                    "seed (95% t intervals, Holm). Writes a JSON and a PNG beside it.")
     p.add_argument("--fake-device", default=hardware.DEFAULT_DEVICE,
                    help=f"fake IBM device of qiskit-ibm-runtime for the noisy settings (default {hardware.DEFAULT_DEVICE})")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, data order and shots (default 0)")
+    p.add_argument("--seeds", default=None,
+                   help="seeds of weights, data order and shots, list or range (default 0-4)")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN_POINTS,
+                   help=f"equivalence margin (TOST), accuracy points (default {DEFAULT_MARGIN_POINTS})")
     p.add_argument("--out", default="results/hardware", help="output folder (default results/hardware)")
     p.add_argument("--json", default=None, help="JSON path (default OUT/hardware.json); the PNG goes beside it")
     p.add_argument("--quick", action="store_true",
                    help=f"a CI-sized run: {hardware.QUICK_TASK.train} training images, 1 filter of 1 layer, 1 epoch "
                         f"(default: {t.train} images, {t.filters} filters of {t.layers} layers, {t.epochs} epochs, "
-                        f"{t.shots} shots per circuit)")
+                        f"{t.shots} shots per circuit, {t.eval_repeats} evaluations)")
     add_progress_options(p)
     p.set_defaults(func=run_hardware)
+    # finished arms are kept in OUT/hardware.rows.json: a rerun (killed, or with more seeds) reuses them
 
 
-ANALYSES = (_register_plateau, _register_shots, _register_hardware)
+def _register_scaling(sub) -> None:
+    p = sub.add_parser(
+        "scaling", help="the kind comparison at 4, 6 and 8 qubits per filter, with the gradient variance beside it",
+        description="Trains quantum, fidelity-classical, frozen and classical-matched first layers (and the quantum "
+                    "layer with shot-based parameter-shift gradients) at 4, 6 and 8 qubits per filter (kernels 4x4/1, "
+                    "8x8/2, 16x16/4), for each seed, compares them paired by seed (95% t intervals, Holm), and "
+                    "measures Var[dF/dtheta] at each size against the barren-plateau fit. Writes a JSON and a PNG.")
+    p.add_argument("--qubits", default="4,6,8", help="qubits per filter, from 4, 6, 8 (default 4,6,8)")
+    p.add_argument("--kinds", default=",".join(scaling.KINDS),
+                   help=f"first-layer kinds trained with exact expectations (default {','.join(scaling.KINDS)})")
+    p.add_argument("--seeds", default="0-4", help="evaluation seeds, list or range (default 0-4)")
+    p.add_argument("--epochs", type=int, default=5, help="epochs per run (default 5)")
+    p.add_argument("--limit-train", type=int, default=None, help="first N training images (default all 7,000)")
+    p.add_argument("--head", default="plain", choices=sorted(NAMED_HEADS), help="head after the first layer "
+                   f"({'; '.join(f'{k} = {v}' for k, v in NAMED_HEADS.items())}; default plain)")
+    p.add_argument("--tuned", default=None,
+                   help="a metrics.json or tuning.json of 'qucnn train --compare --tune': each kind's lr and schedule "
+                        "chosen there for --head (default: lr 0.01, one-cycle for every kind)")
+    p.add_argument("--gradient-shots", default="1000",
+                   help="shots per parameter-shift circuit of the quantum-shots arm, or 'none' for no such arm "
+                        "(default 1000)")
+    p.add_argument("--samples", type=int, default=2000, help="draws per gradient-variance cell (default 2000)")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN_POINTS,
+                   help=f"equivalence margin (TOST), accuracy points (default {DEFAULT_MARGIN_POINTS})")
+    p.add_argument("--out", default="results/scaling", help="output folder (default results/scaling)")
+    p.add_argument("--json", default=None, help="JSON path (default OUT/scaling.json); the PNG goes beside it")
+    p.add_argument("--quick", action="store_true",
+                   help="a minute-long check: qubits 4,6, seeds 0,1, 1 epoch on 512 images, 256 samples, 100 shots")
+    add_progress_options(p)
+    p.set_defaults(func=run_scaling)
+    # finished runs are kept in OUT/scaling.rows.json: a rerun (killed, or with more seeds) reuses them
+
+
+ANALYSES = (_register_plateau, _register_shots, _register_hardware, _register_scaling)
 
 
 def _output(args, default_name: str) -> Path:
@@ -179,61 +230,100 @@ def run_shots(args) -> int:
     def save(rows: list[dict]) -> None:
         shots_analysis.write_progress(progress_path, sizes, done, rows)
 
+    margin = _margin(args.margin)
     result = shots_analysis.shots_study(settings, load_embedded_mnist(), seeds=seeds, done=done, on_row=save,
-                                        progress=show_progress(args.progress), **sizes)
+                                        margin=margin / 100, progress=show_progress(args.progress), **sizes)
     result["command"] = (f"qucnn analyze shots --seeds {','.join(map(str, seeds))} --epochs {sizes['epochs']} "
-                         f"--train {sizes['train']}" + (" --quick" if args.quick else ""))
+                         f"--train {sizes['train']} --margin {margin:g}" + (" --quick" if args.quick else ""))
     atomic_write_text(json_path, json.dumps(result, indent=1))
     shots_analysis.plot_shots(result, json_path.with_suffix(".png"))
-    print(f"{'setting':<26} {'accuracy % (mean +- std)':>25} {'minus frozen (lower 95%)':>26} {'gradient shots':>15}")
-    for s in result["settings"]:
-        m, sd = 100 * s["summary"]["mean"], 100 * (s["summary"]["std"] or 0.0)
-        vs = s["vs_frozen"]
-        diff = "-" if vs is None else f"{100 * vs['mean']:+.2f} ({_pct(vs['lower95'])})"
-        shots = "exact" if s["method"] == "autograd" else "0" if s["method"] == "frozen" else f"{s['gradient_shots']:.3g}"
-        print(f"{s['label']:<26} {f'{m:.2f} +- {sd:.2f}':>25} {diff:>26} {shots:>15}")
-    for point in (result["saving"] or {}).get("points", []):
-        head = f"{point['label']} ({point['shots']:.3g} shots, {100 * point['test_accuracy']:.2f}%)"
-        if not point["above_frozen"]:
-            print(f"{head}: not above frozen filters, no saving claimed")
-            continue
-        parts = []
-        for method, need in point["dense"].items():
-            if need["central"]["orders_of_magnitude"] is None:
-                parts.append(f"{method}: never reached")
-            else:
-                parts.append(f"{method}: {_fmt(need['central'])} orders [{_fmt(need['low'])}, {_fmt(need['high'])}]")
-        print(f"{head} vs " + "; ".join(parts))
+    print(shots_table(result))
     print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
     return 0
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:+.2f}"
-
-
-def _fmt(need: dict) -> str:
-    """Orders of magnitude saved; ``<=`` where the dense curve starts above the accuracy (an upper bound)."""
-    orders = need["orders_of_magnitude"]
-    if orders is None:
-        return "beyond the curve"
-    return ("" if need["interpolated"] else "<= ") + f"{orders:+.1f}"
+def _margin(value: float) -> float:
+    """``--margin`` checked: a positive, finite number of accuracy points."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise UsageError(f"--margin must be a positive number of accuracy points, got {value!r}")
+    return float(value)
 
 
 def run_hardware(args) -> int:
     json_path = _output(args, "hardware.json")
-    positive_int(args.seed, "--seed", 0)
+    seeds = hardware.DEFAULT_SEEDS if args.seeds is None else tuple(parse_int_list(args.seeds, "--seeds"))
+    margin = _margin(args.margin)
     QiskitBackend(fake_device=args.fake_device)  # a missing extra or an unknown device fails before training
     task = hardware.QUICK_TASK if args.quick else hardware.TASK
-    result = hardware.hardware_study(task, load_embedded_mnist(), fake_device=args.fake_device, seed=args.seed,
-                                     progress=show_progress(args.progress))
-    result["details"]["command"] = (f"qucnn analyze hardware{' --quick' if args.quick else ''} "
-                                    f"--fake-device {args.fake_device} --seed {args.seed}")
+    sizes = {**asdict(task), "fake_device": args.fake_device}
+    progress_path = json_path.with_suffix(".rows.json")
+    done = shots_analysis.read_progress(progress_path, sizes)
+
+    def save(rows: list[dict]) -> None:
+        shots_analysis.write_progress(progress_path, sizes, done, rows)
+
+    result = hardware.hardware_study(task, load_embedded_mnist(), fake_device=args.fake_device, seeds=seeds,
+                                     progress=show_progress(args.progress), done=done, on_row=save, margin=margin / 100)
+    result["command"] = (f"qucnn analyze hardware{' --quick' if args.quick else ''} --fake-device {args.fake_device} "
+                         f"--seeds {','.join(map(str, seeds))} --margin {margin:g}")
     atomic_write_text(json_path, json.dumps(result, indent=1))
     hardware.plot_hardware(result, json_path.with_suffix(".png"))
-    print(f"{'setting':<16} {'test acc':>8} {'circuits':>9} {'shots':>10} {'wall s':>7}")
-    for row in result["rows"]:
-        shots = "exact" if row["shots"] is None else f"{row['shots']:.3g}"
-        print(f"{row['setting']:<16} {row['test_accuracy']:>8.3f} {row['circuits']:>9} {shots:>10} {row['wall_s']:>7.1f}")
+    print(hardware_table(result))
     print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
     return 0
+
+
+def _tuned_settings(path: str | None, head: str) -> dict:
+    """``{kind: {"lr", "schedule"}}`` chosen for ``head`` by a tuned comparison (its metrics.json or tuning.json)."""
+    if path is None:
+        return {}
+    try:
+        saved = json.loads(Path(path).read_text())
+        chosen = (saved.get("tuning") or saved)["chosen"]
+        return {kind: {k: v for k, v in by_head[head].items() if k in ("lr", "schedule")}
+                for kind, by_head in chosen.items() if head in by_head}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UsageError(f"--tuned {path}: not the metrics.json or tuning.json of a tuned comparison with head "
+                         f"{head!r} ({err})") from None
+
+
+def run_scaling(args) -> int:
+    json_path = _output(args, "scaling.json")
+    shots = None if args.gradient_shots.lower() == "none" else positive_int(_int(args.gradient_shots), "--gradient-shots")
+    quick = dict(qubits=(4, 6), seeds=(0, 1), epochs=1, limit_train=512, samples=256, gradient_shots=100)
+    cfg = scaling.ScalingConfig(
+        qubits=tuple(parse_int_list(args.qubits, "--qubits")),
+        kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()), seeds=tuple(parse_int_list(args.seeds, "--seeds")),
+        epochs=positive_int(args.epochs, "--epochs"), limit_train=args.limit_train, head=NAMED_HEADS[args.head],
+        settings=_tuned_settings(args.tuned, args.head), gradient_shots=shots,
+        samples=positive_int(args.samples, "--samples", 2), margin=_margin(args.margin) / 100)
+    cfg = dataclasses.replace(cfg, **quick) if args.quick else cfg
+    cfg.validated()
+    # as JSON stores it (tuples become lists), so that a rerun recognises its own progress file
+    sizes = json.loads(json.dumps({k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("seeds", "margin")}))
+    progress_path = json_path.with_suffix(".rows.json")
+    done = shots_analysis.read_progress(progress_path, sizes)
+
+    def save(rows: list[dict]) -> None:
+        shots_analysis.write_progress(progress_path, sizes, done, rows)
+
+    result = scaling.scaling_study(cfg, progress=show_progress(args.progress), done=done, on_row=save)
+    result["command"] = ("qucnn analyze scaling" + (" --quick" if args.quick else
+                         f" --qubits {args.qubits} --kinds {','.join(cfg.kinds)} --seeds {args.seeds}"
+                         f" --epochs {cfg.epochs}"
+                         + (f" --limit-train {cfg.limit_train}" if cfg.limit_train else "")
+                         + f" --head {args.head}" + (f" --tuned {args.tuned}" if args.tuned else "")
+                         + f" --gradient-shots {args.gradient_shots} --samples {cfg.samples}")
+                         + f" --margin {100 * cfg.margin:g}")
+    atomic_write_text(json_path, json.dumps(result, indent=1))
+    plot_scaling(result, json_path.with_suffix(".png"))
+    print(scaling_table(result))
+    print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
+    return 0
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"--gradient-shots: expected an int or 'none', got {text!r}") from None

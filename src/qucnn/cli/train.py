@@ -16,11 +16,12 @@ from pathlib import Path
 from ..nn.functional import GRADIENT_MODES
 from ..nn.models import DEFAULT_HEAD, HEAD_TOKENS, MODEL_KINDS
 from ..train import TrainConfig, train
-from ..train.compare import TUNE_GRID, compare_table
+from ..train.compare import HEADS, TUNE_GRID, compare_table
 from ..train.config import DEFAULT_VALIDATION, TRAIN_BACKENDS
 from ..train.report import summary_table
 from ..utils.progress import show_progress
 from .common import add_progress_options
+from ..utils.stats import DEFAULT_MARGIN_POINTS
 
 
 def _optional_int(text: str) -> int | None:
@@ -50,6 +51,11 @@ def _kind_list(text: str) -> tuple[str, ...]:
     if bad or not kinds:
         raise argparse.ArgumentTypeError(f"expected kinds from {', '.join(MODEL_KINDS)}, got {text!r}")
     return kinds
+
+
+def _head_list(text: str) -> tuple[str, ...]:
+    """``plain,relu`` as a tuple of names (checked by TrainConfig, whose error names --heads)."""
+    return tuple(h.strip() for h in text.split(",") if h.strip())
 
 
 def register(subparsers) -> None:
@@ -120,13 +126,21 @@ def register(subparsers) -> None:
                         "table gives mean +- std over seeds and each kind's paired difference from quantum")
     o.add_argument("--kinds", type=_kind_list, default=None, help="with --compare: the kinds to train (default all)")
     o.add_argument("--seeds", type=_int_list, default=None,
-                   help="with --compare: seeds to run each kind with, e.g. 0-4 (default: --seed)")
+                   help="with --compare: evaluation seeds to run each kind with, e.g. 0-9 (default: 5 seeds from "
+                        "--seed)")
+    o.add_argument("--heads", type=_head_list, default=None,
+                   help=f"with --compare: train every kind with each of these heads ({', '.join(HEADS)}: "
+                        f"{'; '.join(f'{k} = {v}' for k, v in HEADS.items())}); default --head")
+    o.add_argument("--margin", type=float, default=DEFAULT_MARGIN_POINTS,
+                   help="with --compare: equivalence margin of the TOST behind every 'no difference', in accuracy "
+                        f"points (default {DEFAULT_MARGIN_POINTS})")
     grid = "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in TUNE_GRID.items())
     o.add_argument("--tune", action="store_true",
-                   help=f"with --compare: first pick each kind's lr, schedule and head on validation accuracy "
-                        f"from the grid ({grid}), the same budget for every kind")
+                   help=f"with --compare: first pick each kind and head's lr and schedule on validation accuracy "
+                        f"from the grid ({grid}), the same budget for every kind and head")
     o.add_argument("--tune-seeds", type=_int_list, default=None,
-                   help="seeds of the tuning runs, validation accuracy averaged over them (default: the first seed)")
+                   help="seeds of the tuning runs, validation accuracy averaged over them; must be disjoint from "
+                        "--seeds (default: the two seeds after the largest of --seeds)")
     fresh = o.add_mutually_exclusive_group()
     fresh.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     fresh.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a checkpoint")
@@ -142,7 +156,7 @@ def register(subparsers) -> None:
 def resume_hint(args) -> str:
     """After Ctrl-C: the command that continues from this run's last checkpoint, or that there is none yet."""
     out = Path(args.out)
-    dirs = sorted(p.parent for p in out.glob("*/seed*/checkpoint.pt")) if args.compare else [out]
+    dirs = sorted(p.parent for p in out.glob("*/*/seed*/checkpoint.pt")) if args.compare else [out]
     started = getattr(args, "started", float("inf"))
     # A checkpoint is this run's if the run resumed from it or wrote it (an --overwrite run finds an old one).
     ours = [d for d in dirs if (d / "checkpoint.pt").exists()
@@ -165,7 +179,7 @@ def run(args) -> int:
         max_steps=args.max_steps, threads=args.threads, progress=show_progress(args.progress), plot=not args.no_plot,
         classes=args.classes, backend=args.backend, fake_device=args.fake_device,
         mitigate_readout=args.mitigate_readout, validation=args.validation, seeds=args.seeds, kinds=args.kinds,
-        tune=args.tune, tune_seeds=args.tune_seeds)
+        tune=args.tune, tune_seeds=args.tune_seeds, heads=args.heads, margin=args.margin)
     metrics = train(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -180,7 +194,7 @@ def run(args) -> int:
         print(compare_table(metrics))
         written = ["metrics.json"] + plots + ([] if args.no_plot else ["compare.png"]) + (
             ["tuning.json"] if metrics.get("tuning") else [])
-        print(f"wrote {args.out}/{', '.join(written)} and <kind>/seed<S>/ per run")
+        print(f"wrote {args.out}/{', '.join(written)} and <kind>/<head>/seed<S>/ per run")
     else:
         print(summary_table({metrics["kind"]: metrics["final"]}))
         print(f"wrote {args.out}/{', '.join(['metrics.json'] + plots + ['model.pt', 'checkpoint.pt'])}")

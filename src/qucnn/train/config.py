@@ -22,6 +22,7 @@ from ..nn.functional import GRADIENT_MODES, SHOT_GRADIENTS
 from ..nn.models import DEFAULT_HEAD, MODEL_KINDS
 from ..utils.checks import UsageError, one_of, optional_positive_int, positive_int
 from ..utils.seeds import derive_seed
+from ..utils.stats import DEFAULT_MARGIN_POINTS
 from .checkpoint import load_checkpoint
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -40,6 +41,10 @@ RUN_KEY_DEFAULTS = {"classes": None, "backend": "torch", "fake_device": None, "m
                     "validation": 0}
 _CIRCUIT_BACKENDS: dict[tuple, Backend] = {}
 EVAL_BATCH = 500
+#: The named heads of a comparison (``--heads``): the second adds the ReLU a classical convolution usually has.
+NAMED_HEADS = {"plain": DEFAULT_HEAD, "relu": "bn,relu,maxpool:2,fc:128,relu"}
+#: Evaluation seeds of a comparison when none are given.
+DEFAULT_SEED_COUNT = 5
 
 
 @dataclass
@@ -47,9 +52,12 @@ class TrainConfig:
     """Everything a training run depends on (the CLI's options, one field each).
 
     ``kind``: one of :data:`~qucnn.nn.models.MODEL_KINDS`; ``compare=True`` trains every kind of ``kinds``
-    (default all) for every seed of ``seeds`` (default ``(seed,)``), and with ``tune=True`` first picks each
-    kind's ``lr``, ``schedule`` and ``head`` on validation accuracy (:mod:`qucnn.train.compare`), averaged over
-    ``tune_seeds`` (default: the first seed).
+    (default all) with every head of ``heads`` (names of :data:`qucnn.train.compare.HEADS`; default ``head``)
+    for every seed of ``seeds`` (default :data:`DEFAULT_SEED_COUNT` seeds from ``seed``), and with
+    ``tune=True`` first picks each (kind, head)'s ``lr`` and ``schedule`` on validation accuracy
+    (:mod:`qucnn.train.compare`), averaged over ``tune_seeds``, which must be disjoint from ``seeds`` (default:
+    the two seeds after the largest of ``seeds``). ``margin``: the equivalence margin of the comparison's TOST,
+    in accuracy points.
     ``validation``: the last N training images are held out (never trained on); each epoch reports
     validation loss and accuracy; the test set is evaluated once, after the last epoch. ``0``: no hold-out.
     ``schedule="onecycle"``: the one-cycle policy of ``torch.optim.lr_scheduler.OneCycleLR``
@@ -102,6 +110,8 @@ class TrainConfig:
     kinds: tuple[str, ...] | None = None
     tune: bool = False
     tune_seeds: tuple[int, ...] | None = None
+    heads: tuple[str, ...] | None = None
+    margin: float = DEFAULT_MARGIN_POINTS
 
     def validate(self) -> None:
         """Raise UsageError/TypeError naming the bad option (nothing is read or written)."""
@@ -125,8 +135,7 @@ class TrainConfig:
             if isinstance(self.kinds, str) or not list(self.kinds):
                 raise UsageError(f"kinds must be a non-empty list from {MODEL_KINDS}, got {self.kinds!r}")
             self.kinds = tuple(one_of(k, MODEL_KINDS, "kinds") for k in self.kinds)
-        if (self.seeds is not None or self.kinds is not None or self.tune) and not self.compare:
-            raise UsageError("seeds, kinds and tune belong to a comparison: pass compare=True (--compare)")
+        self._validate_comparison()
         if self.tune and self.validation == 0:
             raise UsageError("tune picks settings on validation accuracy: it needs validation > 0")
         for name, allowed in (("kind", MODEL_KINDS), ("gradient", GRADIENT_MODES), ("schedule", SCHEDULES),
@@ -142,6 +151,26 @@ class TrainConfig:
         self._validate_backend()
         if not isinstance(self.head, str):
             raise TypeError(f"head must be a spec string like {DEFAULT_HEAD!r}, got {type(self.head).__name__}")
+
+    def _validate_comparison(self) -> None:
+        if self.heads is not None:
+            if isinstance(self.heads, str) or not list(self.heads):
+                raise UsageError(f"heads (--heads) must be a non-empty list from {tuple(NAMED_HEADS)}, got "
+                                 f"{self.heads!r}")
+            self.heads = tuple(one_of(h, tuple(NAMED_HEADS), "heads (--heads)") for h in self.heads)
+            if len(set(self.heads)) != len(self.heads):
+                raise UsageError(f"heads (--heads) must not repeat a head, got {list(self.heads)}")
+        if (self.seeds is not None or self.kinds is not None or self.tune or self.heads is not None) \
+                and not self.compare:
+            raise UsageError("seeds, kinds, heads and tune belong to a comparison: pass compare=True (--compare)")
+        overlap = sorted(set(self.tune_seeds or ()) & set(self.run_seeds)) if self.compare else []
+        if overlap:
+            raise UsageError(f"--tune-seeds {_seed_list(self.tune_seeds)} overlaps --seeds "
+                             f"{_seed_list(self.run_seeds)} in {_seed_list(overlap)}: tuning seeds must be disjoint "
+                             "from the evaluation seeds")
+        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) \
+                or not math.isfinite(self.margin) or self.margin <= 0:
+            raise UsageError(f"margin (--margin) must be a positive number of accuracy points, got {self.margin!r}")
 
     def _validate_backend(self) -> None:
         one_of(self.backend, TRAIN_BACKENDS, "backend")
@@ -177,8 +206,20 @@ class TrainConfig:
 
     @property
     def run_seeds(self) -> tuple[int, ...]:
-        """The seeds a comparison trains (``seeds``, or ``(seed,)``)."""
-        return self.seeds if self.seeds is not None else (self.seed,)
+        """The evaluation seeds a comparison trains (``seeds``, or :data:`DEFAULT_SEED_COUNT` seeds from ``seed``;
+        ``(seed,)`` for a single run)."""
+        if self.seeds is not None:
+            return self.seeds
+        return tuple(range(self.seed, self.seed + DEFAULT_SEED_COUNT)) if self.compare else (self.seed,)
+
+    @property
+    def run_tune_seeds(self) -> tuple[int, ...]:
+        """The tuning seeds (``tune_seeds``, or the two seeds after the largest evaluation seed: disjoint from them
+        by construction)."""
+        if self.tune_seeds is not None:
+            return self.tune_seeds
+        top = max(self.run_seeds)
+        return (top + 1, top + 2)
 
     @property
     def run_kinds(self) -> tuple[str, ...]:
@@ -227,6 +268,10 @@ def make_splits(data, validation: int = DEFAULT_VALIDATION, limit_train: int | N
                   data.test_labels[:limit_test], data.name, data.num_classes)
 
 
+def _seed_list(seeds) -> str:
+    return ",".join(map(str, seeds))
+
+
 def data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The shuffled indices of epoch ``epoch`` (0-based): a pure function of ``(seed, epoch, n)``."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "order", epoch)))
@@ -263,5 +308,5 @@ def check_resume(cfg: TrainConfig, kind: str, path: Path) -> dict:
     return ckpt
 
 
-__all__ = ["DEFAULT_VALIDATION", "DTYPES", "EVAL_BATCH", "RUN_KEYS", "SCHEDULES", "TRAIN_BACKENDS", "Splits", "TrainConfig",
-           "check_resume", "data_order", "make_splits", "one_cycle"]
+__all__ = ["DEFAULT_SEED_COUNT", "DEFAULT_VALIDATION", "DTYPES", "EVAL_BATCH", "NAMED_HEADS", "RUN_KEYS", "SCHEDULES",
+           "TRAIN_BACKENDS", "Splits", "TrainConfig", "check_resume", "data_order", "make_splits", "one_cycle"]

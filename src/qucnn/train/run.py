@@ -45,12 +45,14 @@ def _load_data(cfg: TrainConfig) -> Splits:
     return make_splits(load_dataset(cfg.data, cfg.classes), cfg.validation, cfg.limit_train, cfg.limit_test)
 
 
-def _run_dirs(cfg: TrainConfig) -> dict[tuple[str, int], Path | None]:
-    """Where each run of ``(kind, seed)`` writes: ``OUT`` for one run, ``OUT/<kind>/seed<seed>`` in a comparison."""
+def _run_dirs(cfg: TrainConfig) -> dict[tuple[str, str, int], Path | None]:
+    """Where each run of ``(kind, head, seed)`` writes: ``OUT`` for one run, ``OUT/<kind>/<head>/seed<seed>`` in a
+    comparison."""
     out = Path(cfg.out) if cfg.out else None
     if not cfg.compare:
-        return {(cfg.kind, cfg.seed): out}
-    return {(k, s): out / k / f"seed{s}" if out else None for k in cfg.run_kinds for s in cfg.run_seeds}
+        return {(cfg.kind, compare.head_name(cfg.head), cfg.seed): out}
+    return {(k, h, s): out / k / h / f"seed{s}" if out else None
+            for k in cfg.run_kinds for h in compare.run_heads(cfg) for s in cfg.run_seeds}
 
 
 def _check_outputs(cfg: TrainConfig) -> None:
@@ -63,9 +65,9 @@ def _check_outputs(cfg: TrainConfig) -> None:
             raise MissingFileError(f"--resume: no checkpoint found ({', '.join(str(p) for p in paths.values())})")
         # a tuned comparison resumes with the settings tuning chose, which only tuning.json knows: its
         # checkpoints are checked when each run starts
-        for (kind, seed), path in existing.items():
+        for (kind, head, seed), path in existing.items():
             if not cfg.tune:
-                check_resume(dataclasses.replace(cfg, seed=seed), kind, path)
+                check_resume(dataclasses.replace(compare.settings_for(cfg, kind, head, None), seed=seed), kind, path)
     elif existing and not cfg.overwrite:
         raise UsageError(f"{', '.join(map(str, existing.values()))} already exists: pass --resume to continue "
                          "that run, --overwrite to start afresh, or choose another --out")
@@ -112,8 +114,9 @@ def train(config: TrainConfig) -> dict:
     if device.type == "cuda" and cfg.nproc > torch.cuda.device_count():
         raise UsageError(f"nproc {cfg.nproc} on CUDA needs one GPU per process; {torch.cuda.device_count()} found")
     data = _load_data(cfg)
-    build_model(cfg.run_kinds[0] if cfg.compare else cfg.kind, **cfg.model_options(),
-                input_shape=tuple(data.train_images.shape[1:]), num_classes=data.num_classes)  # bad geometry: fail now
+    for spec in compare.run_heads(cfg).values() if cfg.compare else (cfg.head,):  # bad geometry or head: fail now
+        build_model(cfg.run_kinds[0] if cfg.compare else cfg.kind, **{**cfg.model_options(), "head": spec},
+                    input_shape=tuple(data.train_images.shape[1:]), num_classes=data.num_classes)
     with _claim(cfg):
         _check_outputs(cfg)
         return _launch(cfg, device, data)
@@ -155,41 +158,44 @@ def _spawn_worker(rank: int, world: int, port: int, cfg: TrainConfig, result: st
 
 def _run(cfg: TrainConfig, ctx: DistContext, data: Splits) -> dict:
     if not cfg.compare:
-        return fit(cfg.kind, cfg, data, ctx, _run_dirs(cfg)[(cfg.kind, cfg.seed)])
+        return fit(cfg.kind, cfg, data, ctx, next(iter(_run_dirs(cfg).values())))
     tuning = compare.tune(cfg, ctx, data) if cfg.tune else None
     results = {}
-    for (kind, seed), run_dir in _run_dirs(cfg).items():
-        run = dataclasses.replace(compare.settings_for(cfg, kind, tuning), seed=seed)
-        results[(kind, seed)] = fit(kind, run, data, ctx, run_dir)
-        if "stopped_at_step" in results[(kind, seed)]:
-            return results[(kind, seed)]
+    for (kind, head, seed), run_dir in _run_dirs(cfg).items():
+        run = dataclasses.replace(compare.settings_for(cfg, kind, head, tuning), seed=seed)
+        results[(kind, head, seed)] = fit(kind, run, data, ctx, run_dir)
+        if "stopped_at_step" in results[(kind, head, seed)]:
+            return results[(kind, head, seed)]
     combined = _combine(cfg, ctx, data, results, tuning)
     if ctx.is_main and cfg.out:
         out = Path(cfg.out)
         atomic_write_text(out / "metrics.json", json.dumps(combined, indent=2))
         if cfg.plot:
             first = cfg.run_seeds[0]
-            report.plot_curves({k: results[(k, first)]["epochs"] for k in cfg.run_kinds}, out / "learning_curve.png",
-                               _title(cfg, data) + f" (seed {first})")
-            compare.plot_compare(combined, out / "compare.png", _title(cfg, data) + _seeds_note(cfg, tuning))
+            report.plot_curves({compare.label(k, h): results[(k, h, first)]["epochs"]
+                                for k in cfg.run_kinds for h in compare.run_heads(cfg)},
+                               out / "learning_curve.png", _title(cfg, data) + f" (seed {first})")
+            report.plot_compare(combined, out / "compare.png", _title(cfg, data) + _seeds_note(cfg, tuning))
     return combined
 
 
 def _seeds_note(cfg: TrainConfig, tuning: dict | None) -> str:
     seeds = ", ".join(map(str, cfg.run_seeds))
-    return f"\nseeds {seeds}; " + ("settings tuned per kind on validation accuracy" if tuning else "settings as given")
+    tuned = f"lr and schedule tuned per kind and head on validation (tuning seeds {', '.join(map(str, cfg.run_tune_seeds))})"
+    return f"\nseeds {seeds}; " + (tuned if tuning else "settings as given")
 
 
 def _title(cfg: TrainConfig, data) -> str:
-    head = "" if cfg.tune else f", head {cfg.head!r}"
+    head = f", heads {', '.join(compare.run_heads(cfg))}"
     return (f"{data.name}: {cfg.filters} filters {cfg.kernel}x{cfg.kernel}/{cfg.stride}, {cfg.layers} ansatz layers"
             f"{head}, gradient {cfg.gradient}" + (f", {cfg.shots} shots" if cfg.shots else ""))
 
 
 def _combine(cfg: TrainConfig, ctx: DistContext, data: Splits, results: dict, tuning: dict | None) -> dict:
-    first = results[(cfg.run_kinds[0], cfg.run_seeds[0])]
+    first = next(iter(results.values()))
     return {"config": cfg.as_dict(), "versions": versions(), "device": str(ctx.device), "world_size": ctx.world,
             "data": first["data"], "seeds": list(cfg.run_seeds), "kinds": list(cfg.run_kinds),
+            "heads": compare.run_heads(cfg), "tune_seeds": list(cfg.run_tune_seeds) if tuning else None,
             **compare.combine(cfg, results, tuning), "tuning": tuning}
 
 
