@@ -19,7 +19,7 @@ from conftest import EXACT, NEAR
 from qucnn.cli import main
 from qucnn.core.geometry import ConvSpec
 from qucnn.datasets import load_embedded_mnist
-from qucnn.nn.gradients import valid_patches
+from qucnn.core.windows import valid_patches
 from qucnn.nn.models import GlobalBatchNorm, build_model
 from qucnn.train import TrainConfig, data_order, make_splits, one_cycle, train
 from qucnn.train.checkpoint import load_checkpoint

@@ -264,9 +264,9 @@ def noise_response(task: HardwareTask, data: ImageSplits, fake_device: str = DEF
     theta = model.quantum_layer.theta.detach().double()
     rows = patches.repeat(len(theta), 1)
     filters = Filters(theta=theta.repeat_interleave(len(patches), 0))
-    exact = get_backend("torch").circuits(rows, filters).values
+    exact = get_backend("torch").circuit_expectations(rows, filters).values
     noisy = make_backend("noisy", fake_device, derive_seed(seed, "noise-response"))
-    z = noisy.circuits(rows, filters, shots=shots, generator=torch.Generator().manual_seed(seed)).values
+    z = noisy.circuit_expectations(rows, filters, shots=shots, generator=torch.Generator().manual_seed(seed)).values
     design = torch.stack([exact, torch.ones_like(exact)], 1)
     slope, intercept = torch.linalg.lstsq(design, z.unsqueeze(1)).solution.squeeze(1).tolist()
     residual = (z - (slope * exact + intercept)).abs().max()

@@ -59,14 +59,22 @@ def _head_list(text: str) -> tuple[str, ...]:
 
 
 def register(subparsers) -> None:
-
+    """Add ``qucnn train`` and its options to ``subparsers``."""
     p = subparsers.add_parser(
         "train", help="train a hybrid QuCNN network (and its frozen / classical twins with --compare)",
         description="Train QuConv2d + a small classical head on MNIST-like data. Defaults: the embedded MNIST "
                     "(8,000 train / 2,000 test), 8 filters 4x4, 3 ansatz layers, exact autograd gradients, "
                     "Adam with a one-cycle schedule, 5 epochs. Checkpoints atomically after every epoch "
                     "(and every --checkpoint-every steps); --resume continues bit for bit.")
-    g = p.add_argument_group("model")
+    _model_options(p.add_argument_group("model"))
+    _quantum_options(p.add_argument_group("quantum execution"))
+    _optimisation_options(p.add_argument_group("optimisation"))
+    _data_options(p.add_argument_group("data and devices"))
+    _output_options(p.add_argument_group("output"))
+    p.set_defaults(func=run, resume_hint=resume_hint)
+
+
+def _model_options(g) -> None:
     g.add_argument("--kind", default="quantum", choices=MODEL_KINDS,
                    help="quantum (trained filters), frozen (random filters, fixed), classical (nn.Conv2d), "
                         "fidelity-classical (the fidelity map with free unit-norm complex filters), "
@@ -79,7 +87,9 @@ def register(subparsers) -> None:
     g.add_argument("--head", default=DEFAULT_HEAD,
                    help=f"classical head, comma-separated tokens {', '.join(HEAD_TOKENS)}; a final linear layer "
                         f"to the classes is always added (default {DEFAULT_HEAD!r})")
-    q = p.add_argument_group("quantum execution")
+
+
+def _quantum_options(q) -> None:
     q.add_argument("--shots", type=_optional_int, default=None,
                    help="shots per SWAP test in the forward pass (default: exact expectations)")
     q.add_argument("--gradient", default="autograd",
@@ -96,14 +106,18 @@ def register(subparsers) -> None:
                         "basis gates and coupling map")
     q.add_argument("--mitigate-readout", action="store_true",
                    help="with --backend aer: correct the measured ancilla's readout error (calibration circuits)")
-    t = p.add_argument_group("optimisation")
+
+
+def _optimisation_options(t) -> None:
     t.add_argument("--epochs", type=int, default=5, help="default 5")
     t.add_argument("--batch-size", type=int, default=64, help="global batch size (split across processes); default 64")
     t.add_argument("--lr", type=float, default=1e-2, help="peak learning rate of Adam, default 1e-2")
     t.add_argument("--schedule", default="onecycle", help="onecycle (default) or constant")
     t.add_argument("--seed", type=int, default=0, help="seeds weights, data order, dropout and shots; default 0")
     t.add_argument("--dtype", default="float32", help="float32 (default) or float64")
-    d = p.add_argument_group("data and devices")
+
+
+def _data_options(d) -> None:
     d.add_argument("--data", default=None,
                    help="directory of IDX files (MNIST / Fashion-MNIST layout); default the embedded MNIST")
     d.add_argument("--classes", type=int, default=None,
@@ -119,7 +133,9 @@ def register(subparsers) -> None:
                    help="data-parallel processes (DDP; gloo on CPU, nccl on CUDA); default 1")
     d.add_argument("--threads", type=int, default=None,
                    help="torch threads per process (default: torch's choice, or the cores shared out with --nproc)")
-    o = p.add_argument_group("output")
+
+
+def _output_options(o) -> None:
     o.add_argument("--out", default="results/train", help="output directory (default results/train)")
     o.add_argument("--compare", action="store_true",
                    help=f"train every model kind ({', '.join(MODEL_KINDS)}) with the same data and seeds; the "
@@ -150,7 +166,6 @@ def register(subparsers) -> None:
                    help="stop after N optimizer steps as if killed, without final files (for resume drills)")
     add_progress_options(o)
     o.add_argument("--no-plot", action="store_true", help="no learning-curve PNG")
-    p.set_defaults(func=run, resume_hint=resume_hint)
 
 
 def resume_hint(args) -> str:

@@ -168,7 +168,7 @@ def raise_fidelity(backend, x: Tensor, theta: Tensor, spec: ConvSpec,
     opt = torch.optim.Adam([theta], lr=ASCENT_LR)
     start = None
     for step in range(ASCENT_STEPS + 1):
-        fid = backend.fidelity(x, theta, spec)[0][0, 0, 0, 0]
+        fid = backend.maps(x, backend.filter_states(theta), spec)[0][0, 0, 0, 0]
         value = float(fid.detach())
         start = value if start is None else start
         if value >= target:
@@ -239,32 +239,52 @@ def _draw_all(config: Config, x: Tensor, theta: Tensor, shifted: Tensor, f_shift
     return out
 
 
+#: Colours and x offsets of each method in the figure.
+_COLOURS = {"entanglement": "tab:red", "parameter-shift": "tab:blue", "entanglement-cmax": "tab:green"}
+_OFFSETS = {"entanglement": 0.9, "parameter-shift": 1.0, "entanglement-cmax": 1.1}
+
+
 def _plot(path: Path, rows: list[dict], summary: list[dict], exact: Tensor, config: Config,
           gap: list[dict]) -> str:
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(15, 11), layout="constrained")
     ax = axes.flatten()
-    shots = sorted({r["shots"] for r in rows})
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    _panel_estimates(ax[0], rows, exact, methods)
+    _panel_spreads(ax[1], rows, methods)
+    _panel_gap(ax[2], gap)
+    _panel_bias(ax[3], summary, methods)
+    for axis in ax:
+        axis.grid(alpha=0.3)
+    fig.suptitle(f"Fig. 4: Eq. 17 (entanglement, g = {config.upstream} (our choice), c = {SCALE_C}) vs post-processed "
+                 f"parameter shift [{config.backend}{', noise' if config.noise else ''}]; filter raised to F >= "
+                 f"{TARGET_FIDELITY}", fontsize=13)
+    return save_figure(fig, path)
+
+
+def _panel_estimates(ax, rows: list[dict], exact: Tensor, methods: list[str]) -> None:
+    """(a) two large gradients with distinct exact values: estimates against shots."""
     estimated = {r["parameter"] for r in rows}
     top: list[int] = []
-    for i in exact.abs().argsort(descending=True).tolist():  # large gradients with distinct exact values
+    for i in exact.abs().argsort(descending=True).tolist():
         if i in estimated and all(abs(float(exact[i] - exact[j])) > 0.005 for j in top) and len(top) < 2:
             top.append(i)
-    colours = {"entanglement": "tab:red", "parameter-shift": "tab:blue", "entanglement-cmax": "tab:green"}
-    offsets = {"entanglement": 0.9, "parameter-shift": 1.0, "entanglement-cmax": 1.1}
-    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     for k, p in enumerate(top):
         for method in methods[:2]:
             sel = sorted((r for r in rows if r["parameter"] == p and r["method"] == method), key=lambda r: r["shots"])
-            xs = [r["shots"] * offsets[method] ** (1 if k == 0 else -1) for r in sel]
-            ax[0].errorbar(xs, [r["mean"] for r in sel], yerr=[r["std"] for r in sel], color=colours[method],
-                           marker="os"[k], ms=5, capsize=3, lw=1.2, label=f"{method}, parameter {p}")
-        ax[0].axhline(float(exact[p]), color="k", ls="--", lw=0.8)
-    ax[0].set_xscale("log")
-    ax[0].set_xlabel("shots per circuit")
-    ax[0].set_ylabel("dL/dtheta (mean +- std over repeats)")
-    ax[0].set_title("(a) two large gradients: estimates against the exact value (dashes)", fontsize=11)
-    ax[0].legend(fontsize=10)
+            xs = [r["shots"] * _OFFSETS[method] ** (1 if k == 0 else -1) for r in sel]
+            ax.errorbar(xs, [r["mean"] for r in sel], yerr=[r["std"] for r in sel], color=_COLOURS[method],
+                        marker="os"[k], ms=5, capsize=3, lw=1.2, label=f"{method}, parameter {p}")
+        ax.axhline(float(exact[p]), color="k", ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("shots per circuit")
+    ax.set_ylabel("dL/dtheta (mean +- std over repeats)")
+    ax.set_title("(a) two large gradients: estimates against the exact value (dashes)", fontsize=11)
+    ax.legend(fontsize=10)
+
+
+def _panel_spreads(ax, rows: list[dict], methods: list[str]) -> None:
+    """(b) measured spreads against the theoretical ones."""
     markers = {"entanglement": dict(marker="o", s=22, alpha=0.6),
                "parameter-shift": dict(marker="s", s=30, alpha=0.8),
                "entanglement-cmax": dict(marker="^", s=60, facecolors="none", linewidths=1.2)}
@@ -272,51 +292,52 @@ def _plot(path: Path, rows: list[dict], summary: list[dict], exact: Tensor, conf
         sel = [r for r in rows if r["method"] == method]
         label = method + (" (the layer's c = max|g|)" if method == "entanglement-cmax" else "")
         style = dict(markers[method])
-        if "facecolors" in style:
-            style["edgecolors"] = colours[method]
-        else:
-            style["color"] = colours[method]
-        ax[1].scatter([r["theory_std"] for r in sel], [r["std"] for r in sel], label=label, **style)
+        style["edgecolors" if "facecolors" in style else "color"] = _COLOURS[method]
+        ax.scatter([r["theory_std"] for r in sel], [r["std"] for r in sel], label=label, **style)
     lo, hi = min(r["theory_std"] for r in rows), max(r["theory_std"] for r in rows)
-    ax[1].plot([lo, hi], [lo, hi], "k--", lw=1, label="measured = theory")
-    ax[1].set_xscale("log")
-    ax[1].set_yscale("log")
-    ax[1].set_xlabel("theoretical std")
-    ax[1].set_ylabel("measured std over repeats")
-    ax[1].set_title(f"(b) spreads: {len(estimated)} parameters x {len(shots)} shot counts", fontsize=11)
-    ax[1].legend(fontsize=10)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="measured = theory")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("theoretical std")
+    ax.set_ylabel("measured std over repeats")
+    shots = {r["shots"] for r in rows}
+    ax.set_title(f"(b) spreads: {len({r['parameter'] for r in rows})} parameters x {len(shots)} shot counts",
+                 fontsize=11)
+    ax.legend(fontsize=10)
+
+
+def _panel_gap(ax, gap: list[dict]) -> None:
+    """(c) the variance Eq. 17 adds over post-processed parameter shift, per gradient."""
     if gap:
         for entry in gap:
             per = torch.as_tensor(entry["per_parameter"]) * entry["shots"]
             jitter = entry["shots"] * torch.linspace(0.85, 1.15, len(per))
-            ax[2].scatter(jitter.numpy(), per.numpy(), s=10, color="tab:purple", alpha=0.4)
-        ax[2].errorbar([e["shots"] for e in gap], [e["measured_mean"] * e["shots"] for e in gap],
-                       yerr=[2 * e["se"] * e["shots"] for e in gap], fmt="D", color="black", ms=6, capsize=4,
-                       label="mean over parameters +- 2 SE")
-        ax[2].axhline(gap[0]["formula"] * gap[0]["shots"], color="tab:red", lw=2,
-                      label=f"c^2 (1 - delta^2) / 2 = {gap[0]['formula'] * gap[0]['shots']:.3f}")
-        ax[2].set_xscale("log")
-        ax[2].legend(fontsize=10)
-    ax[2].set_xlabel("shots per circuit S")
-    ax[2].set_ylabel("S x [Var(Eq. 17) - Var(post-processed)]")
-    ax[2].set_title("(c) the variance Eq. 17 adds, per gradient (dots: parameters)", fontsize=11)
+            ax.scatter(jitter.numpy(), per.numpy(), s=10, color="tab:purple", alpha=0.4)
+        ax.errorbar([e["shots"] for e in gap], [e["measured_mean"] * e["shots"] for e in gap],
+                    yerr=[2 * e["se"] * e["shots"] for e in gap], fmt="D", color="black", ms=6, capsize=4,
+                    label="mean over parameters +- 2 SE")
+        ax.axhline(gap[0]["formula"] * gap[0]["shots"], color="tab:red", lw=2,
+                   label=f"c^2 (1 - delta^2) / 2 = {gap[0]['formula'] * gap[0]['shots']:.3f}")
+        ax.set_xscale("log")
+        ax.legend(fontsize=10)
+    ax.set_xlabel("shots per circuit S")
+    ax.set_ylabel("S x [Var(Eq. 17) - Var(post-processed)]")
+    ax.set_title("(c) the variance Eq. 17 adds, per gradient (dots: parameters)", fontsize=11)
+
+
+def _panel_bias(ax, summary: list[dict], methods: list[str]) -> None:
+    """(d) the largest bias over parameters, in standard errors, against shots."""
     for method in methods:
         sel = sorted((s for s in summary if s["method"] == method), key=lambda s: s["shots"])
-        ax[3].plot([s["shots"] for s in sel], [s["max_abs_error_in_se"] for s in sel], "-", color=colours[method],
-                   marker={"entanglement": "o", "parameter-shift": "s", "entanglement-cmax": "^"}[method],
-                   mfc="none" if method == "entanglement-cmax" else colours[method], ms=7, label=method)
-    ax[3].axhline(5, color="grey", ls=":", label="5 standard errors")
-    ax[3].set_xscale("log")
-    ax[3].set_xlabel("shots per circuit")
-    ax[3].set_ylabel("max over parameters |mean - exact| / standard error")
-    ax[3].set_title("(d) bias check", fontsize=11)
-    ax[3].legend(fontsize=10)
-    for axis in ax:
-        axis.grid(alpha=0.3)
-    fig.suptitle(f"Fig. 4: Eq. 17 (entanglement, g = {config.upstream} (our choice), c = {SCALE_C}) vs post-processed "
-                 f"parameter shift [{config.backend}{', noise' if config.noise else ''}]; filter raised to F >= "
-                 f"{TARGET_FIDELITY}", fontsize=13)
-    return save_figure(fig, path)
+        ax.plot([s["shots"] for s in sel], [s["max_abs_error_in_se"] for s in sel], "-", color=_COLOURS[method],
+                marker={"entanglement": "o", "parameter-shift": "s", "entanglement-cmax": "^"}[method],
+                mfc="none" if method == "entanglement-cmax" else _COLOURS[method], ms=7, label=method)
+    ax.axhline(5, color="grey", ls=":", label="5 standard errors")
+    ax.set_xscale("log")
+    ax.set_xlabel("shots per circuit")
+    ax.set_ylabel("max over parameters |mean - exact| / standard error")
+    ax.set_title("(d) bias check", fontsize=11)
+    ax.legend(fontsize=10)
 
 
 __all__ = ["METHODS", "SCALE_C", "SHOT_COUNTS", "TARGET_FIDELITY", "data_patch", "raise_fidelity", "run_backprop",
