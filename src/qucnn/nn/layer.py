@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backends.base import Backend
-from ..backends.registry import get_backend
+from ..backends.registry import get_backend, registered_backends
 from ..core.ansatz import FilterAnsatz
 from ..core.geometry import ConvSpec, unfold_encoded
 from ..core.swap_test import swap_test_circuit
@@ -128,10 +128,16 @@ class QuConv2d(nn.Module):
             s += f", padding_mode={self.padding_mode!r}"
         s += f", layers={self.layers}, n_qubits={self.n_qubits}"
         for name, default in (("shots", None), ("gradient", "autograd"), ("gradient_shots", None),
-                              ("gradient_budget", None), ("backend", "torch")):
+                              ("gradient_budget", None)):
             value = getattr(self, name)
             if value != default:
                 s += f", {name}={value!r}"
+        backend = self.backend
+        if (not isinstance(backend, str) and backend.name in registered_backends()
+                and get_backend(backend.name) is backend):
+            backend = backend.name  # the registry's own instance: its name says it all
+        if backend != "torch":
+            s += f", backend={backend!r}"
         return s
 
     def filter_states(self) -> Tensor:
