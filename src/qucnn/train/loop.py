@@ -164,10 +164,12 @@ class _Run:
 
     @property
     def layer(self) -> QuConv2d | None:
+        """The model's quantum layer, ``None`` for a classical model."""
         return self.model.quantum_layer
 
     @property
     def ckpt_path(self) -> Path | None:
+        """Where the run's checkpoint goes, ``None`` for a run that writes nothing (tuning)."""
         return None if self.run_dir is None else self.run_dir / "checkpoint.pt"
 
 
