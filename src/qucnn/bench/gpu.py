@@ -8,14 +8,16 @@ For W3 (a training step) and W4 (maps of N images), three implementations of the
 - ``torch-two-conv``: the plain formulation, one ``conv2d`` for the real and imaginary overlaps and one for the
   window norms, differentiated by autograd (:func:`qucnn.backends.reference.plain_fidelity`): the in-run anchor.
 
-W3 adds the ``qucnn-triton`` step captured in a CUDA graph (``qucnn-triton-graph``) and an epoch of
-:data:`EPOCH_IMAGES` images of the quantum model and its classical twin, timed warm; their first epoch (with the
-first-use compilation) is reported beside (``first_epoch_s``).
+W3's rows are built in :mod:`qucnn.bench.gpu_steps` (re-exported here): the step, the ``qucnn-triton`` step
+captured in a CUDA graph (``qucnn-triton-graph``) and an epoch of :data:`EPOCH_IMAGES` images of the quantum
+model and its classical twin, timed warm; their first epoch (with the first-use compilation) is reported beside
+(``first_epoch_s``).
 
 W4 adds the shot path (``K = 8``, 10,000 shots on every output; anchor: ``torch.binomial`` on the exact maps) and
 the copy bandwidth of the device (``memcpy``), from which each row's bytes floor (input read once, output written
 once) is taken. Every row holds its accuracy against a float64 reference on a slice of the images and its peak
 device memory. The functions take any device, so their code paths are tested on the CPU (in Triton's interpreter).
+:func:`targets` judges both workloads' rows against the goals.
 
 Example::
 
@@ -24,10 +26,7 @@ Example::
 
 from __future__ import annotations
 
-import time
-
 import torch
-from torch import nn
 
 from ..backends.policy import RoutePolicy
 from ..backends.reference import plain_fidelity
@@ -36,58 +35,23 @@ from ..backends.torch_backend import TorchBackend
 from ..core.ansatz import ansatz_state
 from ..core.geometry import ConvSpec
 from ..core.swap_test import estimate_z
-from ..datasets import load_embedded_mnist
 from ..nn.layer import QuConv2d
+from .gpu_steps import (EPOCH_IMAGES, SEED, TwoConv, captured_step, device_sync, epoch_case, implementations,
+                        w3_cases)
 from .runner import Case, add_ratios, measure, skipped
 from .scale import copy_bandwidth, images
-from .workloads import _step
 
-SEED = 0
 SHOTS = 10_000
 #: The goals of the GPU work (one H200, 60,000 images for W4): seconds per call, and W3's ratios to
 #: ``nn.Conv2d`` (a step; an epoch after warm-up).
 W4_GOALS_S = {"K=8 forward": 1e-3, "K=8 forward+backward": 3e-3, "K=32 forward": 5e-3,
               "K=32 forward+backward": 15e-3, f"K=8 {SHOTS:,} shots": 4e-3}
 W3_GOAL_RATIO = 1.3
-#: Images of the W3 epoch rows (as ``qucnn train``'s default training split).
-EPOCH_IMAGES = 7000
 #: Images whose maps are checked against the float64 reference.
 CHECK_IMAGES = 64
 #: W4's variants: (name, filters, mode).
 VARIANTS = tuple((f"K={k} {mode}", k, mode) for k in (8, 32) for mode in ("forward", "forward+backward")) + (
     (f"K=8 {SHOTS:,} shots", 8, "shots"),)
-
-
-class TwoConv(nn.Module):
-    """The maps as plain torch: filter states from the closed-form ansatz, then two ``conv2d`` (overlaps, norms)
-    and a division, all differentiated by autograd. ``(B, 1, H, W) -> (B, K, H', W')``."""
-
-    def __init__(self, theta: torch.Tensor, kernel: int) -> None:
-        super().__init__()
-        self.theta = nn.Parameter(theta.detach().clone())
-        self.spec = ConvSpec.make(kernel)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The fidelity maps ``(B, K, H', W')`` of ``x`` ``(B, C, H, W)`` by two plain convolutions."""
-        return plain_fidelity(x, ansatz_state(self.theta), self.spec)
-
-
-def _layers(filters: int, device: str, **kw) -> dict[str, nn.Module]:
-    """The implementations (``qucnn-triton`` only where that backend is available) with the same seeded angles."""
-    base = QuConv2d(1, filters, 4, layers=3, backend=TorchBackend(RoutePolicy(engine="fused")),
-                    generator=torch.Generator().manual_seed(SEED), **kw)
-    out = {}
-    if "triton" in available_backends():
-        fused = QuConv2d(1, filters, 4, layers=3, backend="triton", **kw)
-        fused.load_state_dict(base.state_dict())
-        out["qucnn-triton"] = fused.to(device)
-    out["qucnn-torch"] = base.to(device)
-    out["torch-two-conv"] = TwoConv(base.theta, 4).to(device)
-    return out
-
-
-def _sync(device: str):
-    return torch.cuda.synchronize if device.startswith("cuda") else None
 
 
 def _peak(fn, device: str) -> float | None:
@@ -102,111 +66,6 @@ def _peak(fn, device: str) -> float | None:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def _model(conv: nn.Module, device: str) -> nn.Sequential:
-    torch.manual_seed(SEED)
-    return nn.Sequential(conv, nn.Flatten(), nn.Linear(8 * 25 * 25, 10)).to(device)
-
-
-def captured_step(conv: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[object, bool]:
-    """``(step, captured)``: W3's training step of conv -> flatten -> linear 10 on ``x``, ``y``, captured in a CUDA
-    graph on CUDA (``step()`` replays it, returns the loss), else eager. Example: ``loss = captured_step(c, x,
-    y)[0]()``."""
-    model = _model(conv, x.device.type)
-    cuda = x.device.type == "cuda"
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=cuda)
-    static_x, static_y = x.clone(), y.clone()
-
-    def step() -> torch.Tensor:
-        opt.zero_grad(set_to_none=False)  # a graph replays into the same gradient buffers
-        loss = nn.functional.cross_entropy(model(static_x), static_y)
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    if not cuda:
-        return step, False
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up: kernels compiled, gradients and optimizer state allocated
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    if hasattr(conv, "total_cost"):  # the layer's cost ledger reads its pending device counts now, not in the graph
-        conv.total_cost()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        loss = step()
-
-    def replay() -> torch.Tensor:
-        graph.replay()
-        return loss
-    return replay, True
-
-
-def epoch_case(impl: str, conv: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int,
-               device: str) -> Case:
-    """A :class:`Case` training conv -> flatten -> linear 10 for an epoch of ``images`` in batches of ``batch``
-    (Adam, eager); its first call (the runner's warm-up, first-use compilation included) is timed on its own:
-    ``first_epoch_s`` in the row and its note. Example: ``epoch_case("c", nn.Conv2d(1, 8, 4), x, y, 64, "cpu")``."""
-    model = _model(conv, device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    batches = [(images[i:i + batch].to(device), labels[i:i + batch].to(device))
-               for i in range(0, len(images), batch)]
-    sync = _sync(device)
-
-    def epoch() -> torch.Tensor:
-        start = time.perf_counter()
-        for xb, yb in batches:
-            opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-        if "first_epoch_s" not in case.extra:
-            if sync is not None:
-                sync()
-            case.extra["first_epoch_s"] = first = time.perf_counter() - start
-            case.note = (f"an epoch of {len(images):,} images in batches of {batch}, warm; the first epoch of this "
-                         f"process took {first:.3g} s (first-use compilation included)")
-        return loss.detach()
-
-    case = Case(impl, epoch, len(images), "images", "", sync=sync, device=device)
-    return case
-
-def w3_cases(batch: int, device: str, extras: bool | None = None, epoch_images: int = EPOCH_IMAGES) -> list[Case]:
-    """W3 on ``device``: a training step (forward, backward, Adam) of conv -> flatten -> linear 10 on ``batch``
-    embedded MNIST images per conv implementation; ``extras`` (default: on CUDA): first the epochs of
-    :func:`epoch_case` (their first meets the kernels uncompiled), last :func:`captured_step`."""
-    data = load_embedded_mnist()
-    x, y = data.train_images[:batch].to(device), data.train_labels[:batch].to(device)
-    extras = device.startswith("cuda") if extras is None else extras
-    triton = "triton" in available_backends()
-    cases = []
-    if extras:
-        repeat = -(-epoch_images // len(data.train_images))
-        images = data.train_images.repeat(repeat, 1, 1, 1)[:epoch_images]
-        labels = data.train_labels.repeat(repeat)[:epoch_images]
-        if triton:
-            cases.append(epoch_case("qucnn-triton-epoch", _layers(8, device)["qucnn-triton"], images, labels, batch,
-                                    device))
-        torch.manual_seed(SEED)
-        cases.append(epoch_case("torch-conv2d-epoch", nn.Conv2d(1, 8, 4), images, labels, batch, device))
-    notes = {"qucnn-triton": "QuConv2d(1, 8, 4, layers=3, backend='triton'), exact, autograd",
-             "qucnn-torch": "QuConv2d on the fused engine (RoutePolicy(engine='fused'))",
-             "torch-two-conv": "the same maps as two conv2d + autograd (plain torch), in the conv's place"}
-    cases += [Case(impl, _step(module, x, y), batch, "images", notes[impl], sync=_sync(device), device=device)
-              for impl, module in _layers(8, device).items()]
-    if extras and triton:
-        try:
-            step, captured = captured_step(_layers(8, device)["qucnn-triton"], x, y)
-            note = "the step captured in a CUDA graph" if captured else "no CUDA device: the same step, eager"
-        except Exception as err:  # noqa: BLE001 -- a capture that fails becomes the row's note (measure: skipped)
-            def step(err=err):
-                raise RuntimeError(f"CUDA graph capture failed: {err}")
-            note = ""
-        cases.append(Case("qucnn-triton-graph", step, batch, "images", note, sync=_sync(device), device=device))
-    return cases
-
-
 def copy_row(device: str, mib: int = 256) -> dict:
     """The roofline: bytes/s of ``dst.copy_(src)`` on ``device`` (read + write counted)."""
     bandwidth = copy_bandwidth(device, mib)
@@ -216,8 +75,8 @@ def copy_row(device: str, mib: int = 256) -> dict:
 
 
 def _w4_cases(x: torch.Tensor, filters: int, mode: str, device: str, reference: dict) -> list[Case]:
-    layers = _layers(filters, device)
-    sync = _sync(device)
+    layers = implementations(filters, device)
+    sync = device_sync(device)
     cases = []
     for impl, module in layers.items():
         if mode == "forward":
@@ -241,8 +100,8 @@ def _w4_cases(x: torch.Tensor, filters: int, mode: str, device: str, reference: 
 
 
 def _shot_cases(x: torch.Tensor, device: str, reference: dict) -> list[Case]:
-    sync = _sync(device)
-    layers = _layers(8, device, shots=SHOTS)
+    sync = device_sync(device)
+    layers = implementations(8, device, shots=SHOTS)
     cases = []
     for impl in [name for name in ("qucnn-triton", "qucnn-torch") if name in layers]:
         layer = layers[impl]
@@ -280,7 +139,7 @@ def _reference(x: torch.Tensor) -> dict:
     ref = {}
     spec = ConvSpec.make(4)
     for filters in (8, 32):
-        theta = _layers(filters, "cpu")["qucnn-torch"].theta.detach().double()
+        theta = implementations(filters, "cpu")["qucnn-torch"].theta.detach().double()
         with torch.no_grad():
             ref[filters] = plain_fidelity(x[:CHECK_IMAGES].double().cpu(), ansatz_state(theta), spec)
         th = theta.to(x.device).requires_grad_(True)

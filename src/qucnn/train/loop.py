@@ -4,13 +4,13 @@ A step: this rank's shard of the global batch (the epoch's :func:`~qucnn.train.c
 batch), the learning rate of that global step, forward, ``sum loss * world / B`` (DDP averages, giving
 the global-batch mean's gradient), backward, Adam. A checkpoint every ``checkpoint_every`` steps and at
 the end of every epoch holds the model, Adam, the position ``(epoch, batch, step)``, the epoch's partial
-sums, the quantum cost so far, and every generator state of every rank. A resume rebuilds the model,
-loads all of that, and skips the batches already done.
+sums, the quantum cost so far, and every generator state of every rank (:mod:`qucnn.train.state`). A resume
+rebuilds the model, loads all of that, and skips the batches already done.
 
 Each epoch ends with an evaluation on the validation hold-out (when there is one); the test set is
 evaluated once, after the last epoch, so nothing chosen during training can have seen it.
 
-A run that writes files stops with :class:`TrainingDiverged` as soon as its loss, its weights or its Adam
+A run that writes files stops with :class:`~qucnn.train.state.TrainingDiverged` as soon as its loss, its weights or its Adam
 state stop being finite (checked every step on one CPU process; at every checkpoint and epoch end
 otherwise, over all ranks), before any non-finite checkpoint or model is written: the last checkpoint on
 disk stays the last finite one.
@@ -26,7 +26,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,42 +34,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..nn.layer import QuConv2d
-from ..nn.models import HybridNet, build_model, dropout_generators, set_shard
-from ..utils.checks import RunError
+from ..nn.models import HybridNet, build_model, set_shard
 from ..utils.devices import reads_back_freely
 from ..utils.files import atomic_save, atomic_write_text
 from ..utils.provenance import versions
 from ..utils.seeds import derive_seed
 from . import report
-from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, non_finite_entries, save_checkpoint
-from .config import DTYPES, EVAL_BATCH, Splits, TrainConfig, check_resume, data_order, one_cycle
-from .distributed import DistContext, all_sum, gather_objects, shard_of, wrap_ddp
-
-
-class TrainingDiverged(RunError):
-    """The loss, the weights or the optimizer state of a run became NaN or infinite; the message says when
-    and which checkpoint was kept (the CLI exits with status 1)."""
-
-
-@dataclass
-class _State:
-    """Where the run is, and the sums of the epoch under way (this rank's part, plus the restored part on rank 0)."""
-
-    epoch: int = 0  # epochs completed
-    batch: int = 0  # batches of the current epoch completed
-    step: int = 0  # optimizer steps completed
-    loss_sum: float = 0.0
-    correct: int = 0
-    seen: int = 0
-    seconds: float = 0.0
-    cost: dict = field(default_factory=report.zero_cost)  # restored quantum cost of the epoch under way
-    history: list = field(default_factory=list)
-    saved_step: int | None = None  # the step of the last checkpoint on disk
-
-    def new_epoch(self) -> None:
-        self.epoch, self.batch = self.epoch + 1, 0
-        self.loss_sum, self.correct, self.seen, self.seconds = 0.0, 0, 0, 0.0
-        self.cost = report.zero_cost()
+from .config import DTYPES, EVAL_BATCH, Splits, TrainConfig, data_order, one_cycle
+from .distributed import DistContext, all_sum, shard_of, wrap_ddp
+from .state import (RunState, TrainingDiverged, check_finite, global_cost, global_partials, restore_run_checkpoint,
+                    save_run_checkpoint)
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: DistContext = DistContext(),
@@ -93,94 +67,12 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def _global_cost(layer: QuConv2d | None, offset: dict, ctx: DistContext) -> dict | None:
-    """The cost since the layer's last reset plus ``offset``, summed over ranks."""
-    if layer is None:
-        return None
-    local = report.add_costs(offset, layer.total_cost())
-    return report.cost_from_vector(all_sum(report.cost_to_vector(local), ctx, torch.int64))
-
-
-def _global_partials(st: _State, layer: QuConv2d | None, ctx: DistContext) -> dict:
-    loss_sum, correct, seen = all_sum([st.loss_sum, st.correct, st.seen], ctx)
-    return {"loss_sum": loss_sum, "correct": int(correct), "seen": int(seen), "seconds": st.seconds,
-            "cost": _global_cost(layer, st.cost, ctx)}
-
-
-def _circuits_done(cfg: TrainConfig, layer: QuConv2d | None, st: _State) -> dict:
+def _circuits_done(cfg: TrainConfig, layer: QuConv2d | None, st: RunState) -> dict:
     """Circuits and shots run so far this epoch, for the progress bar of a circuit backend."""
     if layer is None or cfg.backend == "torch":
         return {}
     done = report.add_costs(st.cost, layer.total_cost())
     return {"circuits": sum(c["circuits"] for c in done.values()), "shots": report.total_shots(done)}
-
-
-def _diverged(kind: str, cfg: TrainConfig, st: _State, path: Path, what: str) -> TrainingDiverged:
-    kept = (f"the last finite checkpoint, step {st.saved_step}, is kept in {path}" if st.saved_step is not None
-            else "no checkpoint had been written yet")
-    seed = f", seed {cfg.seed}" if cfg.compare else ""
-    epoch = st.epoch + 1 if st.batch else st.epoch  # batch 0: the epoch just completed
-    return TrainingDiverged(f"training diverged ({kind}{seed}): {what} by step {st.step} (epoch {epoch}); "
-                            f"{kept}. Try a lower --lr")
-
-
-def _check_finite(kind: str, cfg: TrainConfig, st: _State, path: Path | None, loss_sum: float,
-                  model: HybridNet | None = None, opt=None) -> None:
-    """Raise :class:`TrainingDiverged` when the loss sum (and, given ``model``, the weights or the Adam state)
-    is not finite. Every rank gets the same answer: the loss sum is reduced over ranks, the weights agree."""
-    if path is None:  # a tuning run writes nothing: a diverged setting just scores badly
-        return
-    if not math.isfinite(loss_sum):
-        raise _diverged(kind, cfg, st, path, f"the training loss became {loss_sum}")
-    if model is not None:
-        bad = non_finite_entries({"model": model.state_dict(), "optimizer": opt.state_dict()})
-        if bad:
-            raise _diverged(kind, cfg, st, path, f"{bad[0]} became non-finite")
-
-
-def _save_checkpoint(path: Path | None, kind: str, cfg: TrainConfig, model: HybridNet, opt, st: _State,
-                     ctx: DistContext) -> None:
-    """All ranks call this (it gathers their generator states); rank 0 writes ``path`` atomically, after
-    checking that everything in it is finite."""
-    if path is None:
-        return
-    layer = model.quantum_layer
-    partial = _global_partials(st, layer, ctx)
-    _check_finite(kind, cfg, st, path, partial["loss_sum"], model, opt)
-    rngs = gather_objects({"torch": torch.get_rng_state(),
-                           "layer": None if layer is None else layer.generator.get_state().cpu()}, ctx)
-    if not ctx.is_main:
-        st.saved_step = st.step
-        return
-    save_checkpoint({
-        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": kind, "config": cfg.as_dict(),
-        "world_size": ctx.world, "model": model.state_dict(), "optimizer": opt.state_dict(),
-        "epoch": st.epoch, "batch": st.batch, "step": st.step, "partial": partial, "history": st.history,
-        "rng": {"torch": [r["torch"] for r in rngs], "layer": [r["layer"] for r in rngs],
-                "dropout": [g.get_state() for g in dropout_generators(model)]},
-    }, path)
-    st.saved_step = st.step
-
-
-def _restore(path: Path, kind: str, cfg: TrainConfig, model: HybridNet, opt, st: _State, ctx: DistContext) -> None:
-    ckpt = check_resume(cfg, kind, path)
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    st.epoch, st.batch, st.step, st.history = ckpt["epoch"], ckpt["batch"], ckpt["step"], ckpt["history"]
-    st.saved_step = st.step
-    if ctx.is_main:  # the epoch's sums so far were reduced over ranks when saved: count them once
-        p = ckpt["partial"]
-        st.loss_sum, st.correct, st.seen, st.seconds = p["loss_sum"], p["correct"], p["seen"], p["seconds"]
-        st.cost = p["cost"] or report.zero_cost()
-    rng = ckpt["rng"]
-    # a different process count keeps the fresh per-rank streams of ranks the checkpoint did not have
-    if ctx.rank < len(rng["torch"]):
-        torch.set_rng_state(rng["torch"][ctx.rank])
-    layer = model.quantum_layer
-    if layer is not None and ctx.rank < len(rng["layer"]) and rng["layer"][ctx.rank] is not None:
-        layer.generator.set_state(rng["layer"][ctx.rank])
-    for gen, state in zip(dropout_generators(model), rng["dropout"]):
-        gen.set_state(state)
 
 
 def _write_outputs(run_dir: Path, metrics: dict, model: HybridNet, cfg: TrainConfig, title: str) -> None:
@@ -242,107 +134,186 @@ def fit(kind: str, cfg: TrainConfig, data: Splits, ctx: DistContext, run_dir: Pa
         if layer is not None:  # shot draws: one independent stream per rank (rank 0's = the 1-process stream)
             layer.generator = _generator(dev, derive_seed(cfg.seed, "shots", ctx.rank))
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-        st = _State()
+        st = RunState()
         ckpt_path = None if run_dir is None else run_dir / "checkpoint.pt"
         if cfg.resume and ckpt_path is not None and ckpt_path.exists():
-            _restore(ckpt_path, kind, cfg, model, opt, st, ctx)
+            restore_run_checkpoint(ckpt_path, kind, cfg, model, opt, st, ctx)
         return _loop(kind, cfg, data, ctx, run_dir, model, opt, st, evaluate_test)
 
 
-def _loop(kind, cfg: TrainConfig, data: Splits, ctx: DistContext, run_dir, model: HybridNet, opt, st: _State,
-          evaluate_test: bool) -> dict:
+@dataclass
+class _Run:
+    """What the steps and epochs of one run share: the model, its optimizer, the data on the device, the run's
+    sizes and where it writes."""
+
+    kind: str
+    cfg: TrainConfig
+    ctx: DistContext
+    model: HybridNet
+    net: torch.nn.Module  # the model, wrapped for DDP when several processes train it
+    opt: torch.optim.Optimizer
+    x_tr: torch.Tensor
+    y_tr: torch.Tensor
+    x_va: torch.Tensor
+    y_va: torch.Tensor
+    run_dir: Path | None
+    per_epoch: int  # global batches per epoch
+    total: int  # optimizer steps of the whole run: the length of the one-cycle schedule
+    show: bool  # progress bars and their postfix (rank 0, when asked for)
+    every_step: bool  # one process that reads the loss for free: check it after every step
+
+    @property
+    def layer(self) -> QuConv2d | None:
+        """The model's quantum layer, ``None`` for a classical model."""
+        return self.model.quantum_layer
+
+    @property
+    def ckpt_path(self) -> Path | None:
+        """Where the run's checkpoint goes, ``None`` for a run that writes nothing (tuning)."""
+        return None if self.run_dir is None else self.run_dir / "checkpoint.pt"
+
+
+def _loop(kind: str, cfg: TrainConfig, data: Splits, ctx: DistContext, run_dir: Path | None, model: HybridNet,
+          opt: torch.optim.Optimizer, st: RunState, evaluate_test: bool) -> dict:
+    """Train from ``st`` to the last epoch, then evaluate on the test set once and write the outputs."""
     dtype, dev = DTYPES[cfg.dtype], ctx.device
-    layer = model.quantum_layer
     x_tr, y_tr = data.train_images.to(dev, dtype), data.train_labels.to(dev)
     x_va, y_va = data.validation_images.to(dev, dtype), data.validation_labels.to(dev)
-    n, bs = len(x_tr), cfg.batch_size
-    per_epoch = math.ceil(n / bs)
-    total = cfg.epochs * per_epoch
-    ckpt_path = None if run_dir is None else run_dir / "checkpoint.pt"
-    net = wrap_ddp(model, ctx)
-    show = cfg.progress and ctx.is_main
-    every_step = not ctx.enabled and reads_back_freely(dev)
+    per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
+    run = _Run(kind, cfg, ctx, model, wrap_ddp(model, ctx), opt, x_tr, y_tr, x_va, y_va, run_dir, per_epoch,
+               cfg.epochs * per_epoch, cfg.progress and ctx.is_main, not ctx.enabled and reads_back_freely(dev))
     while st.epoch < cfg.epochs:
-        order = data_order(cfg.seed, st.epoch, n)
-        if layer is not None:
-            layer.reset_cost()
-        net.train()
-        bar = tqdm(total=per_epoch, initial=st.batch, disable=not show, leave=False, file=sys.stderr,
-                   desc=f"{kind} epoch {st.epoch + 1}/{cfg.epochs}", unit="batch")
-        loss_acc = torch.zeros(2, dtype=torch.float64, device=dev)  # this leg's loss sum and correct count
-        tic = time.perf_counter()
-        for b in range(st.batch, per_epoch):
-            idx = order[b * bs:(b + 1) * bs]
-            local, offset = shard_of(idx, ctx)
-            lr, beta1 = one_cycle(st.step, total, cfg.lr) if cfg.schedule == "onecycle" else (cfg.lr, None)
-            for group in opt.param_groups:
-                group["lr"] = lr
-                if beta1 is not None:
-                    group["betas"] = (beta1, group["betas"][1])
-            set_shard(model, offset, len(idx))
-            local = local.to(dev)
-            logits = net(x_tr[local])
-            loss_sum = F.cross_entropy(logits, y_tr[local], reduction="sum")
-            opt.zero_grad(set_to_none=True)
-            (loss_sum * (ctx.world / len(idx))).backward()
-            opt.step()
-            hits = (logits.argmax(1) == y_tr[local]).sum()
-            loss_acc += torch.stack([loss_sum.detach().to(torch.float64), hits.to(torch.float64)])
-            st.seen += len(local)
-            st.step, st.batch = st.step + 1, b + 1
-            if every_step:  # one CPU process reads the loss for free: stop at the first bad step
-                _check_finite(kind, cfg, st, ckpt_path, float(loss_sum.detach()))
-            bar.update()
-            if show and (b % 10 == 0 or b == per_epoch - 1):
-                lsum, corr = loss_acc.tolist()
-                done = max(st.seen, 1)
-                bar.set_postfix(loss=f"{(st.loss_sum + lsum) / done:.4f}",
-                                acc=f"{(st.correct + corr) / done:.3f}", lr=f"{lr:.2g}", **_circuits_done(cfg, layer, st))
-            stop = cfg.max_steps is not None and st.step >= cfg.max_steps
-            if (cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 and st.batch < per_epoch) or stop:
-                st.seconds += time.perf_counter() - tic
-                lsum, corr = loss_acc.tolist()
-                st.loss_sum, st.correct = st.loss_sum + lsum, st.correct + int(corr)
-                loss_acc.zero_()
-                if not stop:
-                    _save_checkpoint(ckpt_path, kind, cfg, model, opt, st, ctx)
-                tic = time.perf_counter()
-            if stop:
-                bar.close()
-                return {"kind": kind, "stopped_at_step": st.step, "epochs": st.history}
-        st.seconds += time.perf_counter() - tic
-        bar.close()
-        lsum, corr = loss_acc.tolist()
-        st.loss_sum, st.correct = st.loss_sum + lsum, st.correct + int(corr)
-        partial = _global_partials(st, layer, ctx)
-        _check_finite(kind, cfg, st, ckpt_path, partial["loss_sum"])
-        if layer is not None:
-            layer.reset_cost()
-        tic = time.perf_counter()
-        val_loss, val_acc = evaluate(model, x_va, y_va, ctx) if len(x_va) else (None, None)
-        eval_seconds = time.perf_counter() - tic
-        entry = {"epoch": st.epoch + 1, "train_loss": partial["loss_sum"] / partial["seen"],
-                 "train_accuracy": partial["correct"] / partial["seen"], "validation_loss": val_loss,
-                 "validation_accuracy": val_acc, "seconds": st.seconds, "eval_seconds": eval_seconds,
-                 "images": partial["seen"], "images_per_s": partial["seen"] / st.seconds if st.seconds > 0 else None,
-                 "steps": st.step, "lr": opt.param_groups[0]["lr"], "quantum_cost": partial["cost"],
-                 "eval_quantum_cost": _global_cost(layer, report.zero_cost(), ctx)}
-        st.history.append(entry)
-        if show or (ctx.is_main and run_dir is not None):  # a line per epoch also in a log without bars
-            val = "" if val_acc is None else f"validation loss {val_loss:.4f}, validation acc {100 * val_acc:.2f}%, "
-            tqdm.write(f"{kind} epoch {entry['epoch']}/{cfg.epochs}: train loss {entry['train_loss']:.4f}, {val}"
-                       f"{st.seconds:.1f} s ({entry['images_per_s']:.0f} img/s)", file=sys.stderr)
-        st.new_epoch()
-        _save_checkpoint(ckpt_path, kind, cfg, model, opt, st, ctx)
+        if not _train_epoch(run, st):
+            return {"kind": kind, "stopped_at_step": st.step, "epochs": st.history}
+        _end_epoch(run, st)
+    return _finish(run, st, data, evaluate_test)
+
+
+def _train_epoch(run: _Run, st: RunState) -> bool:
+    """Train the batches of epoch ``st.epoch`` not done yet, checkpointing every ``cfg.checkpoint_every`` steps
+    within it. Returns False when ``cfg.max_steps`` stopped the run (as if killed: its last steps unsaved)."""
+    cfg, bs = run.cfg, run.cfg.batch_size
+    order = data_order(cfg.seed, st.epoch, len(run.x_tr))
+    if run.layer is not None:
+        run.layer.reset_cost()
+    run.net.train()
+    bar = tqdm(total=run.per_epoch, initial=st.batch, disable=not run.show, leave=False, file=sys.stderr,
+               desc=f"{run.kind} epoch {st.epoch + 1}/{cfg.epochs}", unit="batch")
+    sums = torch.zeros(2, dtype=torch.float64, device=run.ctx.device)  # this leg's loss sum and correct count
+    tic = time.perf_counter()
+    for b in range(st.batch, run.per_epoch):
+        loss_sum, lr = _step(run, st, order[b * bs:(b + 1) * bs], sums)
+        st.step, st.batch = st.step + 1, b + 1
+        if run.every_step:  # one CPU process reads the loss for free: stop at the first bad step
+            check_finite(run.kind, cfg, st, run.ckpt_path, float(loss_sum))
+        bar.update()
+        if run.show and (b % 10 == 0 or b == run.per_epoch - 1):
+            _show_progress(run, st, bar, sums, lr)
+        stop = cfg.max_steps is not None and st.step >= cfg.max_steps
+        if (cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 and st.batch < run.per_epoch) or stop:
+            st.seconds += time.perf_counter() - tic
+            _fold_sums(st, sums)
+            if not stop:
+                save_run_checkpoint(run.ckpt_path, run.kind, cfg, run.model, run.opt, st, run.ctx)
+            tic = time.perf_counter()
+        if stop:
+            bar.close()
+            return False
+    st.seconds += time.perf_counter() - tic
+    bar.close()
+    _fold_sums(st, sums)
+    return True
+
+
+def _step(run: _Run, st: RunState, idx: torch.Tensor, sums: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """One optimizer step, at the learning rate of step ``st.step``, on this rank's shard of the global batch
+    ``idx`` (training-set indices, ``(B,)``): adds the shard's loss sum and correct count to ``sums`` and its
+    size to ``st.seen``. Returns the shard's loss sum (detached) and the learning rate."""
+    ctx, opt = run.ctx, run.opt
+    local, offset = shard_of(idx, ctx)
+    lr = _set_learning_rate(run, st.step)
+    set_shard(run.model, offset, len(idx))
+    local = local.to(ctx.device)
+    logits = run.net(run.x_tr[local])
+    loss_sum = F.cross_entropy(logits, run.y_tr[local], reduction="sum")
+    opt.zero_grad(set_to_none=True)
+    (loss_sum * (ctx.world / len(idx))).backward()  # DDP averages: the global-batch mean's gradient
+    opt.step()
+    hits = (logits.argmax(1) == run.y_tr[local]).sum()
+    sums += torch.stack([loss_sum.detach().to(torch.float64), hits.to(torch.float64)])
+    st.seen += len(local)
+    return loss_sum.detach(), lr
+
+
+def _set_learning_rate(run: _Run, step: int) -> float:
+    """Set the optimizer's learning rate (and, one-cycle, Adam's beta1) to those of global step ``step``."""
+    cfg = run.cfg
+    lr, beta1 = one_cycle(step, run.total, cfg.lr) if cfg.schedule == "onecycle" else (cfg.lr, None)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+        if beta1 is not None:
+            group["betas"] = (beta1, group["betas"][1])
+    return lr
+
+
+def _fold_sums(st: RunState, sums: torch.Tensor) -> None:
+    """Move the loss sum and correct count accumulated on the device since the last read into ``st``."""
+    lsum, corr = sums.tolist()
+    st.loss_sum, st.correct = st.loss_sum + lsum, st.correct + int(corr)
+    sums.zero_()
+
+
+def _show_progress(run: _Run, st: RunState, bar: tqdm, sums: torch.Tensor, lr: float) -> None:
+    lsum, corr = sums.tolist()
+    done = max(st.seen, 1)
+    bar.set_postfix(loss=f"{(st.loss_sum + lsum) / done:.4f}", acc=f"{(st.correct + corr) / done:.3f}",
+                    lr=f"{lr:.2g}", **_circuits_done(run.cfg, run.layer, st))
+
+
+def _end_epoch(run: _Run, st: RunState) -> None:
+    """Close epoch ``st.epoch``: reduce its sums over ranks and check them finite, evaluate on the validation
+    hold-out, append its history entry, print its line, and checkpoint at the start of the next epoch."""
+    layer, ctx = run.layer, run.ctx
+    partial = global_partials(st, layer, ctx)
+    check_finite(run.kind, run.cfg, st, run.ckpt_path, partial["loss_sum"])
+    if layer is not None:
+        layer.reset_cost()
+    tic = time.perf_counter()
+    val_loss, val_acc = evaluate(run.model, run.x_va, run.y_va, ctx) if len(run.x_va) else (None, None)
+    eval_seconds = time.perf_counter() - tic
+    entry = {"epoch": st.epoch + 1, "train_loss": partial["loss_sum"] / partial["seen"],
+             "train_accuracy": partial["correct"] / partial["seen"], "validation_loss": val_loss,
+             "validation_accuracy": val_acc, "seconds": st.seconds, "eval_seconds": eval_seconds,
+             "images": partial["seen"], "images_per_s": partial["seen"] / st.seconds if st.seconds > 0 else None,
+             "steps": st.step, "lr": run.opt.param_groups[0]["lr"], "quantum_cost": partial["cost"],
+             "eval_quantum_cost": global_cost(layer, report.zero_cost(), ctx)}
+    st.history.append(entry)
+    if run.show or (ctx.is_main and run.run_dir is not None):  # a line per epoch also in a log without bars
+        _print_epoch(run, entry)
+    st.new_epoch()
+    save_run_checkpoint(run.ckpt_path, run.kind, run.cfg, run.model, run.opt, st, ctx)
+
+
+def _print_epoch(run: _Run, entry: dict) -> None:
+    val_loss, val_acc = entry["validation_loss"], entry["validation_accuracy"]
+    val = "" if val_acc is None else f"validation loss {val_loss:.4f}, validation acc {100 * val_acc:.2f}%, "
+    tqdm.write(f"{run.kind} epoch {entry['epoch']}/{run.cfg.epochs}: train loss {entry['train_loss']:.4f}, {val}"
+               f"{entry['seconds']:.1f} s ({entry['images_per_s']:.0f} img/s)", file=sys.stderr)
+
+
+def _finish(run: _Run, st: RunState, data: Splits, evaluate_test: bool) -> dict:
+    """Evaluate on the test set once, after training (nothing above could look at it), unless ``evaluate_test``
+    is false; write the outputs on rank 0. Returns the run's metrics."""
+    layer, ctx, cfg = run.layer, run.ctx, run.cfg
     test = None
-    if evaluate_test:  # once, after training: nothing above could look at it
+    if evaluate_test:
         if layer is not None:
             layer.reset_cost()
-        test = (*evaluate(model, data.test_images.to(dev, dtype), data.test_labels.to(dev), ctx),
-                _global_cost(layer, report.zero_cost(), ctx))
-    metrics = _metrics(kind, cfg, ctx, data, model, st.history, test)
-    if ctx.is_main and run_dir is not None:
-        _write_outputs(run_dir, metrics, model, cfg, f"{data.name}: {kind}, {cfg.filters} filters "
+        test = (*evaluate(run.model, data.test_images.to(ctx.device, DTYPES[cfg.dtype]),
+                          data.test_labels.to(ctx.device), ctx), global_cost(layer, report.zero_cost(), ctx))
+    metrics = _metrics(run.kind, cfg, ctx, data, run.model, st.history, test)
+    if ctx.is_main and run.run_dir is not None:
+        _write_outputs(run.run_dir, metrics, run.model, cfg, f"{data.name}: {run.kind}, {cfg.filters} filters "
                        f"{cfg.kernel}x{cfg.kernel}, head {cfg.head!r}, gradient {cfg.gradient}")
     return metrics
 
