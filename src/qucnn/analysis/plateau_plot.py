@@ -60,7 +60,19 @@ def plot_plateau(result: dict, path: str | Path) -> Path:
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(depths[0], depths[-1]))
         fig.colorbar(sm, ax=[axes[0, 0], axes[0, 1], axes[1, 0]], label="ansatz depth L (layers)",
                      shrink=0.6, pad=0.01)
-    ax = axes[1, 1]
+    _plot_decay_bases(axes[1, 1], result, qubits)
+    cfg = result.get("config", {})
+    fig.suptitle(f"QuCNN filter gradient variance: {cfg.get('samples', '?')} samples per cell "
+                 f"(uniform angles x MNIST patches), channels={cfg.get('channels', 1)}, seed={cfg.get('seed', '?')}",
+                 fontsize=11)
+    path = Path(path)
+    atomic_write(path, lambda fh: fig.savefig(fh, format=path.suffix.lstrip(".") or "png", dpi=120))
+    plt.close(fig)
+    return path
+
+
+def _plot_decay_bases(ax, result: dict, qubits: list[int]) -> None:
+    """The fitted decay base ``b`` against depth, per parameter and for ``Var F``, beside the Haar values."""
     series = [(f"dF/dtheta, {p}", [f for f in result["fits"] if f["param"] == p], m, c)
               for p, m, c in zip(PARAMS, ("o", "s"), ("tab:blue", "tab:orange"))]
     series.append(("Var F", result.get("fidelity_fits", []), "^", "tab:green"))
@@ -78,14 +90,6 @@ def plot_plateau(result: dict, path: str | Path) -> Path:
     ax.set_title(f"fitted decay base over n = {qubits}", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.25)
-    cfg = result.get("config", {})
-    fig.suptitle(f"QuCNN filter gradient variance: {cfg.get('samples', '?')} samples per cell "
-                 f"(uniform angles x MNIST patches), channels={cfg.get('channels', 1)}, seed={cfg.get('seed', '?')}",
-                 fontsize=11)
-    path = Path(path)
-    atomic_write(path, lambda fh: fig.savefig(fh, format=path.suffix.lstrip(".") or "png", dpi=120))
-    plt.close(fig)
-    return path
 
 
 __all__ = ["plot_plateau"]
