@@ -42,9 +42,8 @@ MIN_SAMPLE_S = 0.1
 #: ... but never more than this many calls per sample.
 MAX_NUMBER = 2000
 #: Torch threads of a workload's timed section when the user gives none. W1, W2, W3 and W5 are small,
-#: latency-bound calls where intra-op threads cost more than they bring: on a shared 2-core VM (torch's default
-#: 2 threads) one thread ran W1 2.2x, W2 5.7x and W3 3.4x faster, and a loaded moment made the default 45x
-#: slower on W1. W4 (throughput over thousands of images) keeps torch's default.
+#: latency-bound calls where intra-op threads cost more than they bring on a shared machine (measured in
+#: benchmarks/RESULTS.md, "Threads"). W4 (throughput over thousands of images) keeps torch's default.
 TIMING_THREADS = {"w1": 1, "w2": 1, "w3": 1, "w5": 1}
 
 
