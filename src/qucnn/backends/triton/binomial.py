@@ -81,9 +81,9 @@ def _btrs_try(ru, rv, n, q, aa, bb, cc, vr, alpha, rr, mode, bound0, tail_ptr):
 
 
 @triton.jit
-def binomial(shots, p, active, key_ptr, tail_ptr, counter):
-    """``Binomial(shots, p)`` draws (float64, the shape of ``p``) where ``active``; 0 elsewhere. ``counter``
-    (int64, the shape of ``p``) numbers the elements: distinct elements must have distinct counters."""
+def _draw_setup(shots, p, active, key_ptr, counter):
+    """What both samplers start from: ``n``; ``q = min(p, 1 - p)`` and whether it was flipped; the lanes to draw
+    (``todo``) and those drawn by BTRS; the Philox key, stream and the counter's two words."""
     n = tl.zeros_like(p) + shots
     flip = p > 0.5
     q = tl.where(flip, 1.0 - p, p)
@@ -93,9 +93,13 @@ def binomial(shots, p, active, key_ptr, tail_ptr, counter):
     stream = (tl.zeros_like(counter) + tl.load(key_ptr + 1)).to(tl.uint32)
     c0 = counter.to(tl.uint32)
     c1 = (counter >> 32).to(tl.uint32)
-    draw = tl.zeros_like(c0)
-    result = tl.zeros_like(p)
-    # BTRS, with constants taken at (n, q) = (40, 1/2) on the other lanes so that every value stays finite
+    return n, flip, q, todo, btrs, key, stream, c0, c1
+
+
+@triton.jit
+def _btrs_constants(n, q, btrs, tail_ptr):
+    """The BTRS constants ``(nb, qb, aa, bb, cc, vr, alpha, rr, mode, bound0)``, taken at ``(n, q) = (40, 1/2)``
+    off the ``btrs`` lanes so that every value stays finite."""
     nb = tl.where(btrs, n, 40.0)
     qb = tl.where(btrs, q, 0.5)
     spq = tl.sqrt(nb * qb * (1.0 - qb))
@@ -108,6 +112,36 @@ def binomial(shots, p, active, key_ptr, tail_ptr, counter):
     mode = tl.floor((nb + 1.0) * qb)
     bound0 = ((mode + 0.5) * tl.log((mode + 1.0) / (rr * (nb - mode + 1.0)))
               + _stirling_tail(mode, tail_ptr) + _stirling_tail(nb - mode, tail_ptr))
+    return nb, qb, aa, bb, cc, vr, alpha, rr, mode, bound0
+
+
+@triton.jit
+def _inversion(n, q, walking, key, c0, c1, stream):
+    """Inversion of the distribution function with one uniform (draw 0) on the ``walking`` lanes (float64)."""
+    qi = tl.where(walking, q, 0.5)
+    log1mq = tl.where(qi < 1e-4, -qi * (1.0 + qi * (0.5 + qi / 3.0)), tl.log(1.0 - qi))
+    ratio = qi / (1.0 - qi)
+    u = _uniform(tl.philox(key, c0, c1, tl.zeros_like(c0), stream)[0])
+    prob = tl.exp(tl.where(walking, n, 0.0) * log1mq)
+    cdf = prob
+    k = tl.zeros_like(q)
+    walking = walking & (u > cdf)
+    while tl.max(walking.to(tl.int32)) > 0:
+        prob = prob * (n - k) / (k + 1.0) * ratio
+        k = tl.where(walking, k + 1.0, k)
+        cdf = cdf + prob
+        walking = walking & (u > cdf) & (k < n)
+    return k
+
+
+@triton.jit
+def binomial(shots, p, active, key_ptr, tail_ptr, counter):
+    """``Binomial(shots, p)`` draws (float64, the shape of ``p``) where ``active``; 0 elsewhere. ``counter``
+    (int64, the shape of ``p``) numbers the elements: distinct elements must have distinct counters."""
+    n, flip, q, todo, btrs, key, stream, c0, c1 = _draw_setup(shots, p, active, key_ptr, counter)
+    draw = tl.zeros_like(c0)
+    result = tl.zeros_like(p)
+    nb, qb, aa, bb, cc, vr, alpha, rr, mode, bound0 = _btrs_constants(n, q, btrs, tail_ptr)
     pending = todo & btrs
     while tl.max(pending.to(tl.int32)) > 0:  # two proposals per Philox call
         r0, r1, r2, r3 = tl.philox(key, c0, c1, draw, stream)
@@ -118,21 +152,9 @@ def binomial(shots, p, active, key_ptr, tail_ptr, counter):
         result = tl.where(pending & ok, k, result)
         pending = pending & ~ok
         draw = draw + 1
-    # inversion with one uniform (draw 0 of a lane that never ran BTRS)
-    qi = tl.where(btrs, 0.5, q)
-    log1mq = tl.where(qi < 1e-4, -qi * (1.0 + qi * (0.5 + qi / 3.0)), tl.log(1.0 - qi))
-    ratio = qi / (1.0 - qi)
-    u = _uniform(tl.philox(key, c0, c1, tl.zeros_like(c0), stream)[0])
-    prob = tl.exp(tl.where(btrs, 0.0, n) * log1mq)
-    cdf = prob
-    k = tl.zeros_like(p)
-    walking = todo & ~btrs & (u > cdf)
-    while tl.max(walking.to(tl.int32)) > 0:
-        prob = prob * (n - k) / (k + 1.0) * ratio
-        k = tl.where(walking, k + 1.0, k)
-        cdf = cdf + prob
-        walking = walking & (u > cdf) & (k < n)
-    result = tl.where(btrs, result, k)
+    walking = todo & ~btrs
+    if tl.max(walking.to(tl.int32)) > 0:
+        result = tl.where(btrs, result, _inversion(n, q, walking, key, c0, c1, stream))
     result = tl.where(flip, n - result, result)
     return tl.where(active, result, 0.0)
 
@@ -192,55 +214,9 @@ def _btrs_try_mixed(ru, rv, n, aa, bb, cc, vr, alpha, rr, mode, bound0, tail_ptr
 
 
 @triton.jit
-def _btrs_constants(n, q, btrs, tail_ptr):
-    """The BTRS constants ``(nb, qb, aa, bb, cc, vr, alpha, rr, mode, bound0)``, taken at ``(n, q) = (40, 1/2)``
-    off the ``btrs`` lanes so that every value stays finite."""
-    nb = tl.where(btrs, n, 40.0)
-    qb = tl.where(btrs, q, 0.5)
-    spq = tl.sqrt(nb * qb * (1.0 - qb))
-    bb = 1.15 + 2.53 * spq
-    aa = -0.0873 + 0.0248 * bb + 0.01 * qb
-    cc = nb * qb + 0.5
-    vr = 0.92 - 4.2 / bb
-    rr = qb / (1.0 - qb)
-    alpha = (2.83 + 5.1 / bb) * spq
-    mode = tl.floor((nb + 1.0) * qb)
-    bound0 = ((mode + 0.5) * tl.log((mode + 1.0) / (rr * (nb - mode + 1.0)))
-              + _stirling_tail(mode, tail_ptr) + _stirling_tail(nb - mode, tail_ptr))
-    return nb, qb, aa, bb, cc, vr, alpha, rr, mode, bound0
-
-
-@triton.jit
-def _inversion(n, q, walking, key, c0, c1, stream):
-    """Inversion of the distribution function with one uniform (draw 0) on the ``walking`` lanes (float64)."""
-    qi = tl.where(walking, q, 0.5)
-    log1mq = tl.where(qi < 1e-4, -qi * (1.0 + qi * (0.5 + qi / 3.0)), tl.log(1.0 - qi))
-    ratio = qi / (1.0 - qi)
-    u = _uniform(tl.philox(key, c0, c1, tl.zeros_like(c0), stream)[0])
-    prob = tl.exp(tl.where(walking, n, 0.0) * log1mq)
-    cdf = prob
-    k = tl.zeros_like(q)
-    walking = walking & (u > cdf)
-    while tl.max(walking.to(tl.int32)) > 0:
-        prob = prob * (n - k) / (k + 1.0) * ratio
-        k = tl.where(walking, k + 1.0, k)
-        cdf = cdf + prob
-        walking = walking & (u > cdf) & (k < n)
-    return k
-
-
-@triton.jit
 def binomial_mixed(shots, p, active, key_ptr, tail_ptr, counter):
     """:func:`binomial` (the same draws, bit for bit) with float64 only where float32 cannot decide."""
-    n = tl.zeros_like(p) + shots
-    flip = p > 0.5
-    q = tl.where(flip, 1.0 - p, p)
-    todo = active & (q > 0.0)
-    btrs = n * q >= 10.0
-    key = tl.load(key_ptr)
-    stream = (tl.zeros_like(counter) + tl.load(key_ptr + 1)).to(tl.uint32)
-    c0 = counter.to(tl.uint32)
-    c1 = (counter >> 32).to(tl.uint32)
+    n, flip, q, todo, btrs, key, stream, c0, c1 = _draw_setup(shots, p, active, key_ptr, counter)
     draw = tl.zeros_like(c0)
     result = tl.zeros_like(p)
     nb, qb, aa, bb, cc, vr, alpha, rr, mode, bound0 = _btrs_constants(n, q, btrs, tail_ptr)
