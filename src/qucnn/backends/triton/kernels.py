@@ -19,7 +19,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .binomial import shot_estimates
+from .binomial import shot_estimates, shot_estimates_mixed
 
 
 @triton.jit
@@ -101,6 +101,48 @@ def _inverse_norms(n, lift):
 
 
 @triton.jit
+def _write_maps(z, n, lift, kc, b, pos, items, live, B, K, O, P, out_ptr, valid_ptr, up_ptr, mask_ptr, key_ptr,
+                tail_ptr, shots, KC: tl.constexpr, BLOCK: tl.constexpr, WRITE_VALID: tl.constexpr, HAS_UP: tl.constexpr,
+                HAS_MASK: tl.constexpr, SHOTS: tl.constexpr, ACC: tl.constexpr, MIXED: tl.constexpr):
+    """The forward kernels' epilogue: the fidelities from the overlaps ``z`` ``(2 KC, BLOCK)`` and squared norms
+    ``n``, times ``delta`` (``HAS_UP``), exact or from ``shots`` shots (``MIXED``: drawn by
+    :func:`.binomial.binomial_mixed`), written to ``out[g, b, o, p]`` for filters ``k = g O + o``, 0 where nothing
+    runs; ``valid[items]`` (``WRITE_VALID``). Returns the normalised overlaps, the inverse norms and which lanes
+    belong to the first filter chunk (``(zs, isq, first)``) for a kernel that keeps them."""
+    isq = _inverse_norms(n, lift)
+    zs = z * isq[None, :]  # normalised before squaring: the overlaps of a faint patch would underflow
+    fid = tl.sum(tl.reshape(zs * zs, (KC, 2, BLOCK)), axis=1)
+    valid = isq > 0
+    k = kc * KC + tl.arange(0, KC)
+    g = (k // O).to(tl.int64)
+    o = (k % O).to(tl.int64)
+    omask = (k < K)[:, None] & live[None, :]
+    # ((g B + b) O + o) P + pos, as one offset per filter row plus one per lane
+    lane = b.to(tl.int64) * O * P + pos
+    out_offs = ((g * B * O + o) * P)[:, None] + lane[None, :]
+    in_offs = (o * P)[:, None] + lane[None, :]
+    run = valid[None, :] & omask
+    value = fid
+    if HAS_UP:
+        delta = tl.load(up_ptr + in_offs, mask=omask, other=0.0).to(ACC)
+        value = value * delta
+        run = run & (delta != 0)
+    if HAS_MASK:
+        run = run & (tl.load(mask_ptr + in_offs, mask=omask, other=0) != 0)
+    if SHOTS:
+        if MIXED:
+            value = shot_estimates_mixed(value, run, shots, key_ptr, tail_ptr, out_offs).to(ACC)
+        else:
+            value = shot_estimates(value, run, shots, key_ptr, tail_ptr, out_offs).to(ACC)
+    value = tl.where(run, value, 0.0)
+    tl.store(out_ptr + out_offs, value.to(out_ptr.dtype.element_ty), mask=omask)
+    first = (pos * 0 + kc) == 0  # the first filter chunk writes what does not depend on the filters
+    if WRITE_VALID:
+        tl.store(valid_ptr + items, valid.to(tl.int8), mask=live & first)
+    return zs, isq, first
+
+
+@triton.jit
 def forward_kernel(x_ptr, scale_ptr, s_ptr, out_ptr, valid_ptr, up_ptr, mask_ptr, key_ptr, tail_ptr, lift_ptr,
                    B, K, O, H, W, WO, P, NKC, shots, sxb, sxc, sxh, sxw, ssk, sst, SH, SW, PH, PW, DH, DW,
                    KH: tl.constexpr, KW: tl.constexpr, M: tl.constexpr, M_PAD: tl.constexpr, KC: tl.constexpr,
@@ -141,33 +183,8 @@ def forward_kernel(x_ptr, scale_ptr, s_ptr, out_ptr, valid_ptr, up_ptr, mask_ptr
         for j in tl.static_range(UNROLL):
             z, n = _tap(z, n, step * UNROLL + j, x_ptr, lane, y0, x0, live, sc, s_ptr, kr, part, kmask, H, W, sxc,
                         sxh, sxw, ssk, sst, DH, DW, KH, KW, COMPLEX, HAS_SCALE, ACC, PADDED, lift)
-    isq = _inverse_norms(n, lift)
-    zs = z * isq[None, :]  # normalised before squaring: the overlaps of a faint patch would underflow
-    fid = tl.sum(tl.reshape(zs * zs, (KC, 2, BLOCK)), axis=1)
-    valid = isq > 0
-    k = kc * KC + tl.arange(0, KC)
-    g = (k // O).to(tl.int64)
-    o = (k % O).to(tl.int64)
-    omask = (k < K)[:, None] & live[None, :]
-    # ((g B + b) O + o) P + pos, as one offset per filter row plus one per lane
-    lane = b.to(tl.int64) * O * P + pos
-    out_offs = ((g * B * O + o) * P)[:, None] + lane[None, :]
-    in_offs = (o * P)[:, None] + lane[None, :]
-    run = valid[None, :] & omask
-    value = fid
-    if HAS_UP:
-        delta = tl.load(up_ptr + in_offs, mask=omask, other=0.0).to(ACC)
-        value = value * delta
-        run = run & (delta != 0)
-    if HAS_MASK:
-        run = run & (tl.load(mask_ptr + in_offs, mask=omask, other=0) != 0)
-    if SHOTS:
-        value = shot_estimates(value, run, shots, key_ptr, tail_ptr, out_offs).to(ACC)
-    value = tl.where(run, value, 0.0)
-    tl.store(out_ptr + out_offs, value.to(out_ptr.dtype.element_ty), mask=omask)
-    first = (pos * 0 + kc) == 0  # the first filter chunk writes what does not depend on the filters
-    if WRITE_VALID:
-        tl.store(valid_ptr + items, valid.to(tl.int8), mask=live & first)
+    _write_maps(z, n, lift, kc, b, pos, items, live, B, K, O, P, out_ptr, valid_ptr, up_ptr, mask_ptr, key_ptr,
+                tail_ptr, shots, KC, BLOCK, WRITE_VALID, HAS_UP, HAS_MASK, SHOTS, ACC, False)
 
 
 @triton.jit

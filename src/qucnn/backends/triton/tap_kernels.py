@@ -18,8 +18,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .binomial import shot_estimates, shot_estimates_mixed
-from .kernels import _inverse_norms, _patches
+from .kernels import _inverse_norms, _patches, _write_maps
 
 
 @triton.jit
@@ -124,36 +123,10 @@ def forward_taps_kernel(x_ptr, scale_ptr, s_ptr, out_ptr, valid_ptr, up_ptr, mas
     lift = tl.load(lift_ptr)
     z, n = _overlaps(x_ptr, lane, y0, x0, live, sc, s_ptr, kr, part, kr < K, lift, H, W, sxc, sxh, sxw, ssk, sst,
                      DH, DW, KH, KW, M, KC, BLOCK, COMPLEX, HAS_SCALE, ACC, PADDED, UNROLL)
-    isq = _inverse_norms(n, lift)
-    zs = z * isq[None, :]  # normalised before squaring: the overlaps of a faint patch would underflow
-    fid = tl.sum(tl.reshape(zs * zs, (KC, 2, BLOCK)), axis=1)
-    valid = isq > 0
-    k = kc * KC + tl.arange(0, KC)
-    g = (k // O).to(tl.int64)
-    o = (k % O).to(tl.int64)
-    omask = (k < K)[:, None] & live[None, :]
     image = b.to(tl.int64) * P + pos  # (b, pos) flattened
-    out_lane = b.to(tl.int64) * O * P + pos
-    out_offs = ((g * B * O + o) * P)[:, None] + out_lane[None, :]
-    in_offs = (o * P)[:, None] + out_lane[None, :]
-    run = valid[None, :] & omask
-    value = fid
-    if HAS_UP:
-        delta = tl.load(up_ptr + in_offs, mask=omask, other=0.0).to(ACC)
-        value = value * delta
-        run = run & (delta != 0)
-    if HAS_MASK:
-        run = run & (tl.load(mask_ptr + in_offs, mask=omask, other=0) != 0)
-    if SHOTS:
-        if MIXED:
-            value = shot_estimates_mixed(value, run, shots, key_ptr, tail_ptr, out_offs).to(ACC)
-        else:
-            value = shot_estimates(value, run, shots, key_ptr, tail_ptr, out_offs).to(ACC)
-    value = tl.where(run, value, 0.0)
-    tl.store(out_ptr + out_offs, value.to(out_ptr.dtype.element_ty), mask=omask)
-    first = (pos * 0 + kc) == 0  # the first filter chunk writes what does not depend on the filters
-    if WRITE_VALID:
-        tl.store(valid_ptr + image, valid.to(tl.int8), mask=live & first)
+    zs, isq, first = _write_maps(z, n, lift, kc, b, pos, image, live, B, K, O, P, out_ptr, valid_ptr, up_ptr,
+                                 mask_ptr, key_ptr, tail_ptr, shots, KC, BLOCK, WRITE_VALID, HAS_UP, HAS_MASK, SHOTS,
+                                 ACC, MIXED)
     if SAVE_Z:
         z_offs = ((kc * 2 * KC + rows).to(tl.int64) * P)[:, None] + (b.to(tl.int64) * 2 * K * P + pos)[None, :]
         tl.store(zs_ptr + z_offs, zs, mask=(kr < K)[:, None] & live[None, :])
