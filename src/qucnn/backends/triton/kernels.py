@@ -68,12 +68,9 @@ def _filter_rows(s_ptr, kc, K, ssk, sst, KC: tl.constexpr, M: tl.constexpr, M_PA
 
 
 @triton.jit
-def _tap(z, n, t, x_ptr, lane, y0, x0, live, sc, s_ptr, k, part, kmask, H, W, sxc, sxh, sxw, ssk, sst, DH, DW,
-         KH: tl.constexpr, KW: tl.constexpr, COMPLEX: tl.constexpr, HAS_SCALE: tl.constexpr, ACC: tl.constexpr,
-         PADDED: tl.constexpr, lift):
-    """Add tap ``t`` (channel, kernel row, kernel column) of every window: ``z += w[:, t] x_t`` (an outer product of
-    the filter column and the lanes' values, in registers: no layout change, no shared memory) and
-    ``n += (lift x_t)^2`` (the squared norm of the lifted patch: see :data:`qucnn.core.windows.NORM_EXPONENT`)."""
+def _tap_value(t, x_ptr, lane, y0, x0, live, sc, H, W, sxc, sxh, sxw, DH, DW, KH: tl.constexpr,
+               KW: tl.constexpr, HAS_SCALE: tl.constexpr, ACC: tl.constexpr, PADDED: tl.constexpr):
+    """Tap ``t`` (channel, kernel row, kernel column) of every lane's window, scaled, 0 outside the image."""
     ci = t // (KH * KW)
     ki = (t // KW) % KH
     kj = t % KW
@@ -85,11 +82,29 @@ def _tap(z, n, t, x_ptr, lane, y0, x0, live, sc, s_ptr, k, part, kmask, H, W, sx
     xt = tl.load(x_ptr + (lane + (ci * sxc + ki * (DH * sxh) + kj * (DW * sxw))), mask=m, other=0.0).to(ACC)
     if HAS_SCALE:
         xt = xt * sc
-    if COMPLEX:
+    return xt
+
+
+@triton.jit
+def _filter_column(t, s_ptr, k, part, kmask, ssk, sst, COMPLEX: tl.constexpr, ACC: tl.constexpr):
+    """Column ``t`` of ``W`` (rows ``2k``: ``Re f_k``, ``2k + 1``: ``-Im f_k``)."""
+    if COMPLEX:  # one return at the end: the branches are resolved at compile time
         wt = tl.load(s_ptr + k * ssk + t * sst + part, mask=kmask, other=0.0).to(ACC)
         wt = tl.where(part == 1, -wt, wt)
     else:
         wt = tl.load(s_ptr + k * ssk + t * sst, mask=kmask & (part == 0), other=0.0).to(ACC)
+    return wt
+
+
+@triton.jit
+def _tap(z, n, t, x_ptr, lane, y0, x0, live, sc, s_ptr, k, part, kmask, H, W, sxc, sxh, sxw, ssk, sst, DH, DW,
+         KH: tl.constexpr, KW: tl.constexpr, COMPLEX: tl.constexpr, HAS_SCALE: tl.constexpr, ACC: tl.constexpr,
+         PADDED: tl.constexpr, lift):
+    """Add tap ``t`` (channel, kernel row, kernel column) of every window: ``z += w[:, t] x_t`` (an outer product of
+    the filter column and the lanes' values, in registers: no layout change, no shared memory) and
+    ``n += (lift x_t)^2`` (the squared norm of the lifted patch: see :data:`qucnn.core.windows.NORM_EXPONENT`)."""
+    xt = _tap_value(t, x_ptr, lane, y0, x0, live, sc, H, W, sxc, sxh, sxw, DH, DW, KH, KW, HAS_SCALE, ACC, PADDED)
+    wt = _filter_column(t, s_ptr, k, part, kmask, ssk, sst, COMPLEX, ACC)
     xl = xt * lift
     return z + wt[:, None] * xt[None, :], n + xl * xl
 

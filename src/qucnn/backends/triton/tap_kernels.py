@@ -18,34 +18,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .kernels import _inverse_norms, _patches, _write_maps
-
-
-@triton.jit
-def _tap_value(t, x_ptr, lane, y0, x0, live, sc, H, W, sxc, sxh, sxw, DH, DW, KH: tl.constexpr,
-               KW: tl.constexpr, HAS_SCALE: tl.constexpr, ACC: tl.constexpr, PADDED: tl.constexpr):
-    """Tap ``t`` (channel, kernel row, kernel column) of every lane's window, scaled, 0 outside the image."""
-    ci = t // (KH * KW)
-    ki = (t // KW) % KH
-    kj = t % KW
-    m = live
-    if PADDED:
-        yy = y0 + ki * DH
-        xx = x0 + kj * DW
-        m = m & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-    xt = tl.load(x_ptr + (lane + (ci * sxc + ki * (DH * sxh) + kj * (DW * sxw))), mask=m, other=0.0).to(ACC)
-    if HAS_SCALE:
-        xt = xt * sc
-    return xt
-
-
-@triton.jit
-def _filter_column(t, s_ptr, k, part, kmask, ssk, sst, COMPLEX: tl.constexpr, ACC: tl.constexpr):
-    """Column ``t`` of ``W`` (rows ``2k``: ``Re f_k``, ``2k + 1``: ``-Im f_k``)."""
-    if COMPLEX:
-        wt = tl.load(s_ptr + k * ssk + t * sst + part, mask=kmask, other=0.0).to(ACC)
-        return tl.where(part == 1, -wt, wt)
-    return tl.load(s_ptr + k * ssk + t * sst, mask=kmask & (part == 0), other=0.0).to(ACC)
+from .kernels import _filter_column, _inverse_norms, _patches, _tap_value, _write_maps
 
 
 @triton.jit
