@@ -83,12 +83,7 @@ class SimulatorBackend(Backend):
         run = valid.unsqueeze(0)
         if mask is not None:
             run = run & mask
-        if upstream is not None:
-            values = values * upstream.to(values.dtype)
-            run = run & (upstream != 0)
-        if shots is not None:
-            values = self.sample(values, shots, generator)
-        return Result(torch.where(run, values, torch.zeros_like(values)))
+        return self._finish(values, run, upstream, shots, generator)
 
     def circuit_expectations(self, patches: Tensor, filters: Filters, *, upstream: Tensor | None = None,
                              shots: int | None = None, generator: torch.Generator | None = None) -> Result:
@@ -99,11 +94,16 @@ class SimulatorBackend(Backend):
             overlap = (states.conj() * encoded.to(states.dtype)).sum(-1)
             values = overlap.real**2 + overlap.imag**2 if overlap.is_complex() else overlap**2
             run = encoded.abs().sum(-1) > 0
-            if upstream is not None:
-                values = values * upstream.to(values.dtype)
-                run = run & (upstream != 0)
-            if shots is not None:
-                values = self.sample(values, shots, generator)
+            return self._finish(values, run, upstream, shots, generator)
+
+    def _finish(self, values: Tensor, run: Tensor, upstream: Tensor | None, shots: int | None,
+                generator: torch.Generator | None) -> Result:
+        """Exact values times the upstream ``delta`` (Eq. 15), sampled with ``shots``; 0 where nothing runs."""
+        if upstream is not None:
+            values = values * upstream.to(values.dtype)
+            run = run & (upstream != 0)
+        if shots is not None:
+            values = self.sample(values, shots, generator)
         return Result(torch.where(run, values, torch.zeros_like(values)))
 
 
