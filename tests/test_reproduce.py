@@ -326,6 +326,21 @@ def test_report_calls_only_the_torch_backprop_a_sampler_check(quick_run):
     assert "*Qiskit Aer*: the validation" in section and "check of our sampler" not in section
 
 
+
+@pytest.mark.parametrize("scale, says", [(1.0, "too few to resolve"), (100.0, "more than shot noise explains")])
+def test_noisy_backprop_verdict_follows_its_largest_deviation(quick_run, scale, says):
+    """A noisy Aer run is called unresolved only while its largest deviation is under 5 standard errors; a larger
+    one is reported as the noise's bias reaching the gradients."""
+    import copy
+
+    from qucnn.experiments.report import build_report
+    noisy = copy.deepcopy(quick_run[1]["backprop"])
+    for row in noisy["summary"]:
+        row["max_abs_error_in_se"] = min(row["max_abs_error_in_se"], 4.0) * scale
+    metrics = {k: v for k, v in quick_run[1].items() if k != "backprop"} | {"backprop_aer_noise": noisy}
+    section = build_report(metrics).split("## V-B Backpropagation")[1].split("\n## ")[0]
+    assert "*Qiskit Aer + noise model*: the largest deviation" in section and says in section
+
 # -- errors -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args, message", [
     (["nonsense"], "unknown experiment 'nonsense'"),

@@ -158,6 +158,10 @@ def _backprop_verdict(sec: dict, name: str, is_sampler: bool) -> str:
                 + ("; 5 is the bound a correct estimator passes." if worst < 5 else
                    ", more than shot noise explains: the sampler disagrees with the exact gradient."))
     if "noise" in name:
+        if worst >= 5:
+            return (f"the largest deviation is {worst:.2f} shot standard errors with {repeats} repeats per point: "
+                    "more than shot noise explains, the bias the noise model puts on every fidelity (the forward "
+                    "run shows it as a shrinkage towards 0) reaches the gradients, and more shots do not remove it.")
         return (f"the largest deviation is {worst:.2f} standard errors with {repeats} repeats per point: too few "
                 "to resolve the bias the noise model puts on every fidelity (the forward run shows it).")
     return (f"the validation (shots from the circuits themselves): the largest deviation is {worst:.2f} "
