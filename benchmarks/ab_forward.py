@@ -4,7 +4,8 @@ calls of single-threaded CPU time (what the shared VM's noise least disturbs):
     OMP_NUM_THREADS=1 python benchmarks/ab_forward.py SRC_A SRC_B [--rounds 2]
 
 prints, per tree and round, the minimum and median of ``QuConv2d(1, 1, 4, layers=3)`` on the 16 W1 test images
-(float64, no grad, 1,000 calls) and of ``QuConv2d(1, 8, 4, layers=3)`` forward + backward on 64 images (300 calls).
+(float64, no grad, 1,000 calls; with the minor page faults per call, which glibc's heap trimming adds to some
+runs and which the CPU time includes) and of ``QuConv2d(1, 8, 4, layers=3)`` forward + backward on 64 images (300 calls).
 Each measurement runs in its own process, so the two trees never share an import.
 """
 
@@ -15,7 +16,7 @@ import subprocess
 import sys
 
 CHILD = r"""
-import sys, time, torch
+import resource, sys, time, torch
 sys.path.insert(0, sys.argv[1])
 import qucnn
 from qucnn.datasets import load_embedded_mnist
@@ -32,9 +33,11 @@ def times(fn, n):
 with torch.no_grad():
     for _ in range(50):
         w1(images)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     a = times(lambda: w1(images), 1000)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / 1000
 b = times(lambda: step(x).sum().backward(), 300)
-print(f"W1 min {a[0] / 1e3:.0f} us, median {a[len(a) // 2] / 1e3:.0f} us | "
+print(f"W1 min {a[0] / 1e3:.0f} us, median {a[len(a) // 2] / 1e3:.0f} us, {faults:.0f} page faults per call | "
       f"layer fwd+bwd 64 images min {b[0] / 1e3:.0f} us, median {b[len(b) // 2] / 1e3:.0f} us")
 """
 
@@ -45,7 +48,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     for r in range(args.rounds):
-        for tree in args.trees:
+        for tree in args.trees[::-1] if r % 2 else args.trees:  # alternate which tree runs first
             out = subprocess.run([sys.executable, "-c", CHILD, tree], capture_output=True, text=True, check=True)
             print(f"round {r + 1} {tree}: {out.stdout.strip()}", flush=True)
 

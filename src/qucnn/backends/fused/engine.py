@@ -52,15 +52,15 @@ def _maps_nograd(x: Tensor, weight: Tensor, spec: ConvSpec, policy, unfolded: bo
     ho, wo = spec.output_size(*x.shape[-2:])
     k = weight.shape[0] // 2
     out = torch.empty((x.shape[0], k, ho, wo), dtype=x.dtype, device=x.device)
-    valid = torch.empty((x.shape[0], 1, ho, wo), dtype=torch.bool, device=x.device)
     band = policy.band_max_size
+    valid = []  # made after each chunk's temporaries, not before them: see benchmarks/ab_forward.py on page faults
     for i, j in _chunks(x.shape[0], 2 * k * ho * wo, policy.chunk_elements):
         if unfolded:
             isq = parts.unfolded_parts(x[i:j], weight, spec, band, lift, out=out[i:j])[2]
         else:
             isq = parts.conv_parts(x[i:j], weight, spec, band, lift, out=out[i:j])[1]
-        torch.gt(isq, 0, out=valid[i:j])
-    return out, valid
+        valid.append(isq > 0)
+    return out, valid[0] if len(valid) == 1 else torch.cat(valid)
 
 
 class _FusedMaps(torch.autograd.Function):
