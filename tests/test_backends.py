@@ -52,10 +52,11 @@ def test_every_circuit_backend_passes_the_suite_for_shots(name):
 class _Counted(torch.autograd.Function):
     """Identity whose backward counts its calls: proves that a backend's own maps run in the backward."""
 
-    backward_calls = 0
+    calls = backward_calls = 0
 
     @staticmethod
     def forward(ctx, t):
+        _Counted.calls += 1
         return t.view_as(t)
 
     @staticmethod
@@ -91,6 +92,8 @@ def outside():
 def _run(backend, gradient, x, seed=0):
     layer = QuConv2d(2, 3, (2, 3), stride=(2, 1), padding=1, padding_mode="reflect", layers=2, backend=backend,
                      gradient=gradient, generator=torch.Generator().manual_seed(seed)).double()
+    if gradient == "sampled":
+        layer.gradient_budget = 300
     xr = x.clone().requires_grad_(True)
     out = layer(xr)
     forward = layer.last_cost["forward"]
@@ -101,9 +104,9 @@ def _run(backend, gradient, x, seed=0):
 def test_a_backend_of_one_method_equals_torch_in_every_mode(outside, monkeypatch):
     x = torch.rand(2, 2, 7, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     x[0, :, :4, :4] = 0
-    for gradient in ("autograd", "parameter-shift", "entanglement"):
+    for gradient in ("autograd", "parameter-shift", "entanglement", "sampled"):
         want = _run("torch", gradient, x)
-        calls_before = _Counted.backward_calls
+        calls_before = _Counted.calls, _Counted.backward_calls
 
         def refuse(*args, **kwargs):
             raise AssertionError("the torch engines ran for the outside backend")
@@ -117,8 +120,9 @@ def test_a_backend_of_one_method_equals_torch_in_every_mode(outside, monkeypatch
         valid = int((F.avg_pool2d(F.pad(x.abs().sum(1, keepdim=True), (1, 1, 1, 1), mode="reflect"), (2, 3), (2, 1))
                      > 0).sum())
         assert got[3].circuits == 3 * valid and got[3] == want[3]  # counted by the layer, not the backend
+        assert _Counted.calls > calls_before[0]  # its own maps ran (the sampled circuits too)
         if gradient == "autograd":
-            assert _Counted.backward_calls > calls_before  # its own maps' backward ran
+            assert _Counted.backward_calls > calls_before[1]  # its own maps' backward ran
     check_backend(outside)
 
 
@@ -234,11 +238,14 @@ def test_filters_and_results_hold_what_they_promise():
     assert Result(torch.zeros(1)).extras == {}
 
 
-def test_the_circuit_request_agrees_with_the_dense_one():
+@pytest.mark.parametrize("name", ["torch", "reference", "outside-test"])
+def test_the_circuit_request_agrees_with_the_dense_one(name, outside):
+    """The sampled estimator's individual circuits: the closed form of the torch engines, and, for a backend of
+    one method, its own maps run one distinct filter at a time."""
     layer = QuConv2d(1, 2, 2, layers=1, generator=torch.Generator().manual_seed(0)).double()
     x = torch.rand(2, 1, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     x[0, :, :3, :3] = 0
-    backend = get_backend("torch")
+    backend = get_backend(name)
     dense = backend.expectations(x, Filters(theta=layer.theta.detach()[None]), ConvSpec.make(2))
     patches = F.unfold(x, 2).transpose(1, 2).reshape(-1, 4)  # (B*16, 4), row-major positions
     rows = backend.circuit_expectations(patches.repeat_interleave(2, 0),
@@ -246,6 +253,20 @@ def test_the_circuit_request_agrees_with_the_dense_one():
     assert torch.allclose(rows.values.reshape(2, 4, 4, 2).permute(0, 3, 1, 2), dense.values[0], atol=EXACT)
     assert int((dense.values[0] == 0).sum()) == 2 * 4  # the 4 all-zero patches of image 0, both filters
 
+
+
+def test_the_sampled_circuits_of_a_backend_of_one_method_are_its_own_maps():
+    """No closed form behind the backend's back: maps 1.5x off give circuits 1.5x off (and one call per distinct
+    filter state, not per circuit)."""
+    patches = torch.rand(40, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    patches[5] = 0
+    theta = torch.rand(4, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    filters = Filters(theta=theta.repeat(10, 1, 1, 1))
+    calls = _Counted.calls
+    off = Outside(error=0.5).circuit_expectations(patches, filters).values
+    assert _Counted.calls - calls == 4
+    exact = get_backend("torch").circuit_expectations(patches, filters).values
+    assert off[5] == 0 and exact[5] == 0 and torch.allclose(off, 1.5 * exact, rtol=1e-12, atol=0)
 
 def test_functional_equals_the_layer_exactly():
     layer = QuConv2d(2, 3, (2, 3), stride=(2, 1), padding=(1, 0), layers=2,

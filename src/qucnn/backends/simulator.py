@@ -10,8 +10,9 @@ backend's own, double backward where its maps support it).
 
 Hooks a subclass may override for speed (the base class calls them; they never call back up):
 :meth:`~SimulatorBackend.filter_states` (the closed-form ansatz by default), :meth:`~SimulatorBackend.sample`
-(exact binomial draws by default) and, as a whole, :meth:`~SimulatorBackend.expectations` (e.g. one fused
-launch).
+(exact binomial draws by default), :meth:`~SimulatorBackend.circuit_maps` (the sampled estimator's individual
+circuits, from :meth:`~SimulatorBackend.maps` by default) and, as a whole, :meth:`~SimulatorBackend.expectations`
+(e.g. one fused launch).
 
 Example: a complete exact backend in a few lines, with :func:`qucnn.core.geometry.unfold_encoded`::
 
@@ -88,13 +89,29 @@ class SimulatorBackend(Backend):
     def circuit_expectations(self, patches: Tensor, filters: Filters, *, upstream: Tensor | None = None,
                              shots: int | None = None, generator: torch.Generator | None = None) -> Result:
         with torch.no_grad():
-            states = self._vectors(filters)
-            encoded = amplitude_encode(patches.to(torch.promote_types(patches.dtype, torch.float32)))
-            encoded = torch.nn.functional.pad(encoded, (0, states.shape[-1] - encoded.shape[-1]))
-            overlap = (states.conj() * encoded.to(states.dtype)).sum(-1)
-            values = overlap.real**2 + overlap.imag**2 if overlap.is_complex() else overlap**2
-            run = encoded.abs().sum(-1) > 0
+            values, run = self.circuit_maps(patches.to(compute_dtype(patches.dtype)), self._vectors(filters))
             return self._finish(values, run, upstream, shots, generator)
+
+    def circuit_maps(self, patches: Tensor, states: Tensor) -> tuple[Tensor, Tensor]:
+        """``(F, valid)`` ``(N,)`` of ``N`` individual circuits: raw patches ``(N, m)`` against their filter states
+        ``(N, d)`` or ``(1, d)``. From :meth:`maps`: each patch is a one-window image, run against its own state,
+        one call per distinct state. A hook: an engine whose maps are the closed form may override it with
+        :func:`closed_form_circuit_maps` (one vectorised step)."""
+        n, m = patches.shape
+        images, spec = patches.view(n, 1, 1, m), ConvSpec.make((1, m))
+        if states.shape[0] == 1:
+            fid, valid = self.maps(images, states, spec)
+            return fid.reshape(n), valid.reshape(n)
+        key = torch.view_as_real(states).flatten(1) if states.is_complex() else states
+        distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
+        order = torch.argsort(inverse)
+        values = torch.zeros(n, dtype=patches.dtype, device=patches.device)
+        run = torch.zeros(n, dtype=torch.bool, device=patches.device)
+        for rows in torch.split(order, torch.bincount(inverse, minlength=distinct.shape[0]).tolist()):
+            if rows.numel():
+                fid, valid = self.maps(images[rows], states[rows[:1]], spec)
+                values[rows], run[rows] = fid.reshape(-1).to(values.dtype), valid.reshape(-1)
+        return values, run
 
     def _finish(self, values: Tensor, run: Tensor, upstream: Tensor | None, shots: int | None,
                 generator: torch.Generator | None) -> Result:
@@ -107,4 +124,14 @@ class SimulatorBackend(Backend):
         return Result(torch.where(run, values, torch.zeros_like(values)))
 
 
-__all__ = ["SimulatorBackend"]
+def closed_form_circuit_maps(patches: Tensor, states: Tensor) -> tuple[Tensor, Tensor]:
+    """:meth:`SimulatorBackend.circuit_maps` in closed form, ``F = |<f|x>|^2`` of the amplitude-encoded patches
+    (zero-padded to the states' length), for engines whose maps are that closed form."""
+    encoded = amplitude_encode(patches)
+    encoded = torch.nn.functional.pad(encoded, (0, states.shape[-1] - encoded.shape[-1]))
+    overlap = (states.conj() * encoded.to(states.dtype)).sum(-1)
+    values = overlap.real**2 + overlap.imag**2 if overlap.is_complex() else overlap**2
+    return values, encoded.abs().sum(-1) > 0
+
+
+__all__ = ["SimulatorBackend", "closed_form_circuit_maps"]

@@ -26,7 +26,7 @@ from ...core.geometry import ConvSpec
 from ...core.windows import scale_input
 from ...utils.devices import reads_back_freely
 from ..reference import plain_fidelity
-from ..simulator import SimulatorBackend
+from ..simulator import SimulatorBackend, closed_form_circuit_maps
 from . import parts
 
 #: Filter batches up to this many angles are remembered between calls without a gradient.
@@ -163,6 +163,9 @@ class FusedEngine(SimulatorBackend):
         scaled, lift = scale_input(prepared)
         fid, valid = fused_maps(scaled, states, spec, self.policy, lift)
         return fid.to(x.dtype), valid
+
+    def circuit_maps(self, patches: Tensor, states: Tensor) -> tuple[Tensor, Tensor]:
+        return closed_form_circuit_maps(patches, states)  # this engine's maps are the closed form (tested)
 
     def filter_states(self, theta: Tensor) -> Tensor:
         flat = theta.reshape((-1,) + theta.shape[-3:])
