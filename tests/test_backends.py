@@ -161,6 +161,23 @@ def test_a_wrong_return_type_names_the_backend_and_the_method():
     with pytest.raises(TypeError, match=r"backend 'outside' \(BadReturns\)\.maps returned Tensor"):
         QuConv2d(1, 2, 2, layers=1, backend=BadReturns())(torch.rand(1, 1, 4, 4))
 
+    class FloatValid(Outside):
+        def maps(self, x, states, spec):
+            fid, valid = super().maps(x, states, spec)
+            return fid, valid.to(fid.dtype)  # a float mask, not a bool one
+
+    class SingleF(Outside):
+        def maps(self, x, states, spec):
+            fid, valid = super().maps(x, states, spec)
+            return fid.float(), valid  # float32 for a float64 input
+
+    with pytest.raises(TypeError, match=r"\(FloatValid\)\.maps returned F torch.float32 and valid torch.float32, "
+                                        r"expected torch.float32 \(x's dtype\) and torch.bool"):
+        QuConv2d(1, 2, 2, layers=1, backend=FloatValid())(torch.rand(1, 1, 4, 4))
+    with pytest.raises(TypeError, match=r"\(SingleF\)\.maps returned F torch.float32 and valid torch.bool, "
+                                        r"expected torch.float64"):
+        QuConv2d(1, 2, 2, layers=1, backend=SingleF()).double()(torch.rand(1, 1, 4, 4, dtype=torch.float64))
+
     class NoResult(Outside):
         def expectations(self, *args, **kwargs):
             return super().expectations(*args, **kwargs).values

@@ -306,6 +306,17 @@ def test_a_forward_alone_bills_no_backward_and_each_backward_is_billed_when_it_r
     assert layer.total_cost()["forward"]["circuits"] == 2 * 3 * nonzero
 
 
+def test_a_gradient_for_the_input_alone_bills_no_filter_circuits():
+    """autograd mode: torch.autograd.grad for x only never differentiates theta, so no filter gradient's
+    circuits are billed; a backward that reaches theta is."""
+    layer, x = make(CONFIGS[2], out=3, layers=1)
+    x.requires_grad_(True)
+    (gx,) = torch.autograd.grad(layer(x).sum(), x)
+    assert gx.abs().sum() > 0 and layer.theta.grad is None
+    assert layer.last_cost["backward"].circuits == 0 and layer.total_cost()["backward"]["circuits"] == 0
+    layer(x).sum().backward()
+    assert layer.last_cost["backward"].circuits == 2 * layer.theta.numel() * int(valid_patches(x, layer._spec).sum())
+
 @pytest.mark.parametrize("mode", ["autograd", "parameter-shift"])
 def test_a_forward_under_no_grad_bills_no_backward(mode):
     layer, x = make(CONFIGS[0], out=3, layers=1, gradient=mode)

@@ -79,7 +79,9 @@ class SimulatorBackend(Backend):
                      generator: torch.Generator | None = None) -> Result:
         groups, o = filters.shape
         with torch.no_grad():
-            fid, valid = self.maps(x.to(compute_dtype(x.dtype)), self._vectors(filters), spec)
+            xc = x.to(compute_dtype(x.dtype))
+            shape = (x.shape[0], groups * o) + spec.output_size(*x.shape[-2:])
+            fid, valid = checked_maps(self.maps(xc, self._vectors(filters), spec), self, shape, xc.dtype)
         values = fid.unflatten(1, (groups, o)).movedim(1, 0)  # (G, B, O, H', W')
         run = valid.unsqueeze(0)
         if mask is not None:
@@ -124,6 +126,23 @@ class SimulatorBackend(Backend):
         return Result(torch.where(run, values, torch.zeros_like(values)))
 
 
+def checked_maps(out, engine: "SimulatorBackend", shape: tuple[int, ...],
+                 dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``out`` of ``engine.maps`` for an input of dtype ``dtype`` and maps of ``shape``, or a ``TypeError`` that
+    names the backend and says what it returned and what was expected."""
+    if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, Tensor) for t in out)):
+        raise TypeError(f"backend {engine.name!r} ({type(engine).__name__}).maps returned {type(out).__name__}, "
+                        "expected a pair of tensors (F, valid)")
+    fid, valid = out
+    if tuple(fid.shape) != shape or tuple(valid.shape) != (shape[0], 1) + shape[2:]:
+        raise TypeError(f"backend {engine.name!r} ({type(engine).__name__}).maps returned F {tuple(fid.shape)} and "
+                        f"valid {tuple(valid.shape)}, expected {shape} and {(shape[0], 1) + shape[2:]}")
+    if fid.dtype != dtype or valid.dtype != torch.bool:
+        raise TypeError(f"backend {engine.name!r} ({type(engine).__name__}).maps returned F {fid.dtype} and valid "
+                        f"{valid.dtype}, expected {dtype} (x's dtype) and torch.bool")
+    return fid, valid
+
+
 def closed_form_circuit_maps(patches: Tensor, states: Tensor) -> tuple[Tensor, Tensor]:
     """:meth:`SimulatorBackend.circuit_maps` in closed form, ``F = |<f|x>|^2`` of the amplitude-encoded patches
     (zero-padded to the states' length), for engines whose maps are that closed form."""
@@ -134,4 +153,4 @@ def closed_form_circuit_maps(patches: Tensor, states: Tensor) -> tuple[Tensor, T
     return values, encoded.abs().sum(-1) > 0
 
 
-__all__ = ["SimulatorBackend", "closed_form_circuit_maps"]
+__all__ = ["SimulatorBackend", "checked_maps", "closed_form_circuit_maps"]

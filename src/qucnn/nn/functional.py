@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ..backends.base import Backend, Filters, Result
 from ..backends.registry import get_backend
-from ..backends.simulator import SimulatorBackend
+from ..backends.simulator import SimulatorBackend, checked_maps
 from ..core.geometry import ConvSpec
 from ..core.windows import valid_patches
 from ..utils.checks import UsageError, check_finite
@@ -68,17 +68,6 @@ def _checked_result(result, backend: Backend, method: str) -> Result:
         raise TypeError(f"backend {backend.name!r} ({type(backend).__name__}).{method} returned "
                         f"{type(result).__name__}, expected a qucnn.backends.Result")
     return result
-
-
-def _checked_maps(out, engine: SimulatorBackend, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, Tensor) for t in out)):
-        raise TypeError(f"backend {engine.name!r} ({type(engine).__name__}).maps returned {type(out).__name__}, "
-                        "expected a pair of tensors (F, valid)")
-    fid, valid = out
-    if tuple(fid.shape) != shape or tuple(valid.shape) != (shape[0], 1) + shape[2:]:
-        raise TypeError(f"backend {engine.name!r} ({type(engine).__name__}).maps returned F {tuple(fid.shape)} and "
-                        f"valid {tuple(valid.shape)}, expected {shape} and {(shape[0], 1) + shape[2:]}")
-    return fid, valid
 
 
 def _classical(engine: Backend, x: Tensor, filters: int, taps: int) -> SimulatorBackend:
@@ -255,10 +244,11 @@ def _run(x: Tensor, theta: Tensor, spec: ConvSpec, settings: QuantumSettings, ba
                               None if engine.exact else call.info["wall_s"])
         return out
     needs_graph = torch.is_grad_enabled() and (x.requires_grad or theta.requires_grad)
-    wall = None
+    wall, states = None, None
     if isinstance(engine, SimulatorBackend) and (settings.shots is None or needs_graph):
         shape = (x.shape[0], o) + spec.output_size(*x.shape[-2:])
-        out, valid = _checked_maps(engine.maps(x, engine.filter_states(theta), spec), engine, shape)
+        states = engine.filter_states(theta)
+        out, valid = checked_maps(engine.maps(x, states, spec), engine, shape, x.dtype)
         if settings.shots is not None:  # shot noise forward, the expectation's gradient backward
             noisy = engine.sample(out.detach(), settings.shots, settings.generator)
             out = torch.where(valid, noisy, torch.zeros_like(noisy)).to(out.dtype) + (out - out.detach())
@@ -270,14 +260,17 @@ def _run(x: Tensor, theta: Tensor, spec: ConvSpec, settings: QuantumSettings, ba
         out, valid = res.values[0].to(x.dtype), valid_patches(x, spec)
         if needs_graph:  # a circuit backend: the gradient is the simulated expectation's
             classical = _classical(engine, x, o, taps)
-            exact = classical.maps(x, classical.filter_states(theta), spec)[0]
+            states = classical.filter_states(theta)
+            exact = classical.maps(x, states, spec)[0]
             out = out + (exact - exact.detach())
     if cost is not None:
         count = valid.sum()
         cost.record_count("forward", count, o, qubits, settings.shots, wall)
-        if out.requires_grad:
-            angles = 2 * theta.numel() if theta.requires_grad else 0
-            out.register_hook(lambda grad: cost.record_count("backward", count, angles, qubits, None) or grad)
+        if out.requires_grad:  # a backward is billed when it runs: nothing for x's gradient alone ...
+            out.register_hook(lambda grad: cost.record_count("backward", count, 0, qubits, None) or grad)
+        if states is not None and states.requires_grad:  # ... the filter circuits when theta's gradient runs
+            angles = 2 * theta.numel()
+            states.register_hook(lambda grad: cost.record_count("backward", count, angles, qubits, None) or grad)
     return out
 
 
