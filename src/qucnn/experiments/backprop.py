@@ -3,7 +3,7 @@ parameter shift, for growing shot counts.
 
 One filter (the Fig. 1 ansatz, 4 qubits, 3 layers: 24 parameters) is SWAP-tested against one fixed data
 state, and the loss is ``L = g F`` with the backpropagated value ``g`` (``--upstream``, default 0.5: our
-choice, since the paper's value did not survive the text extraction we work from; any ``|g| <= 1`` fits
+choice, since the paper's value of ``g`` could not be recovered from its text; any ``|g| <= 1`` fits
 Eq. 17 with ``c = 1``). The filter's angles are seeded and then raised by exact gradient ascent on ``F``
 until ``F >= TARGET_FIDELITY`` (0.5): a half-trained filter, whose gradients (up to about 0.2 in ``L``) lie
 well above the shot noise of 100 shots per circuit (about 0.035), so the figure shows estimators
@@ -145,7 +145,7 @@ def run_backprop(config: Config) -> dict:
             })
     metrics = {
         "variance_gap": variance_gap(draws, shot_counts, f_shift[:, params], g, repeats),
-        "upstream": g, "upstream_note": "g is our choice (default 0.5): the paper's value was lost in extraction",
+        "upstream": g, "upstream_note": "g is our choice (default 0.5): the paper's value could not be recovered",
         "angles": {"start_fidelity": start_fidelity, "target_fidelity": TARGET_FIDELITY,
                    "ascent_steps": ascent_steps, "ascent": f"Adam, lr {ASCENT_LR}, exact dF/dtheta"},
         "scale_c": SCALE_C, "delta": g / SCALE_C, "data_state": config.data_state,
