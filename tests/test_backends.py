@@ -23,6 +23,7 @@ from qucnn.backends import (
     SimulatorBackend,
     TorchBackend,
     available_backends,
+    forget_instances,
     get_backend,
     register_backend,
     registered_backends,
@@ -229,6 +230,9 @@ def test_registry_lists_adds_options_and_forgets():
         with_options = get_backend("outside-test", error=0.5)
         assert with_options.error == 0.5 and with_options is not get_backend("outside-test")
         assert get_backend("outside-test").error == 0.0
+        first = get_backend("outside-test")
+        forget_instances()  # a new instance on the next call; the registration stays
+        assert get_backend("outside-test") is not first and "outside-test" in available_backends()
         register_backend("hidden-test", Outside, available=lambda: False)
         assert "hidden-test" not in available_backends() and "hidden-test" in registered_backends()
         register_backend("broken-test", lambda: "not a backend")

@@ -21,6 +21,7 @@ import torch
 
 import qucnn
 from qucnn import cli
+from qucnn.backends import forget_instances
 from qucnn.bench import Case
 from qucnn.cli import train as train_cli
 from qucnn.experiments.common import progress as experiment_progress
@@ -258,7 +259,7 @@ def test_the_aer_missing_message_says_it_once_and_quotes_the_install_command(arg
     for name in [m for m in sys.modules if m.split(".")[0].startswith("qiskit") or m.startswith("qucnn.qiskit.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(sys, "meta_path", [_BlockQiskit(), *sys.meta_path])
-    monkeypatch.setattr("qucnn.backends.registry._INSTANCES", {})  # no "aer" instance made by an earlier test
+    forget_instances()  # no "aer" instance made by an earlier test
     monkeypatch.setattr("qucnn.train.run.fit", _boom)
     assert cli.main([a.format(out=tmp_path / "out") for a in argv]) == 2
     err = capsys.readouterr().err.strip()

@@ -24,10 +24,12 @@ from .pennylane_backend import PennyLaneBackend
 from .policy import RoutePolicy
 from .qiskit_backend import QiskitBackend
 from .reference import ReferenceBackend
-from .registry import available_backends, get_backend, register_backend, registered_backends, unregister_backend
+from .registry import (available_backends, forget_instances, get_backend, register_backend, registered_backends,
+                       unregister_backend)
 from .simulator import SimulatorBackend
 from .torch_backend import TorchBackend, TritonBackend
 
 __all__ = ["Backend", "CircuitBackend", "CircuitRows", "Filters", "FusedEngine", "PennyLaneBackend", "QiskitBackend",
            "ReferenceBackend", "Result", "RoutePolicy", "SimulatorBackend", "TorchBackend", "TritonBackend",
-           "available_backends", "get_backend", "register_backend", "registered_backends", "unregister_backend"]
+           "available_backends", "forget_instances", "get_backend", "register_backend", "registered_backends",
+           "unregister_backend"]

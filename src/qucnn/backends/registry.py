@@ -64,6 +64,12 @@ def unregister_backend(name: str) -> None:
         table.pop(name, None)
 
 
+
+def forget_instances() -> None:
+    """Forget the instances :func:`get_backend` made so far: the next call makes each backend anew (e.g. after an
+    optional dependency was installed or removed in a running session). Registrations stay."""
+    _INSTANCES.clear()
+
 def available_backends() -> list[str]:
     """The names of the registered backends that can run here, in registration order."""
     return [name for name in _FACTORIES if _AVAILABLE[name]()]
