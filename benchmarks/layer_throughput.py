@@ -1,5 +1,6 @@
-"""Before/after profile of the QuConv2d layer: every piece with ``qucnn.fastpath`` on (after) and off (the
-plain reference path, i.e. before), timed interleaved in one process.
+"""Piece-by-piece profile of the QuConv2d layer: each piece on the fused PyTorch engine of the ``"torch"``
+backend (after) and on the plain reference path (before: the ``"reference"`` backend, the gate-by-gate ansatz,
+explicitly unfolded patches), timed interleaved in one process.
 
     PYTHONPATH=src python benchmarks/layer_throughput.py [--batch 64] [--filters 8] [--repeats 7] [--json PATH]
 
@@ -10,17 +11,21 @@ on a shared machine does not count) and of wall time.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from qucnn import QuConv2d, fastpath
-from qucnn.fidelity import fidelity_maps, patch_norms
+from qucnn import QuConv2d
+from qucnn.backends import get_backend
+from qucnn.core.geometry import ConvSpec
+from qucnn.core.windows import squared_norms
+
+MODES = ("before", "after")
 
 
 def timed(fn, number: int) -> tuple[float, float]:
@@ -35,23 +40,29 @@ def _no_grad(fn):
         return fn()
 
 
-def cases(batch: int, filters: int) -> dict:
+def cases(batch: int, filters: int, mode: str) -> dict:
+    """The pieces for one mode: ``"after"`` the torch backend's fused engine, ``"before"`` the reference path."""
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 1, 28, 28, generator=gen)
     x[:, :, :6] = 0  # MNIST-like empty margins: some all-zero patches
     y = torch.randint(0, 10, (batch,), generator=gen)
-    layer = QuConv2d(1, filters, 4, layers=3, generator=gen)
+    backend = "torch" if mode == "after" else "reference"
+    method = "closed" if mode == "after" else "gates"
+    layer = QuConv2d(1, filters, 4, layers=3, generator=gen, backend=backend)
+    spec = ConvSpec.make(4)
+    engine = get_backend(backend).resolve(x.device, filters, 16)
     theta = layer.theta
-    states = layer.filter_states().detach().requires_grad_(True)
+    states = layer.ansatz.state(theta.detach(), method=method).requires_grad_(True)
     g = torch.randn(batch, filters, 25, 25, generator=gen)
     model = nn.Sequential(layer, nn.Flatten(), nn.Linear(filters * 625, 10))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    norms = (lambda: squared_norms(x, spec)) if mode == "after" else (lambda: F.unfold(x, 4).pow(2).sum(1))
 
     def state_fb():
-        torch.autograd.grad(layer.ansatz.state(theta).abs().sum(), theta)
+        torch.autograd.grad(layer.ansatz.state(theta, method=method).abs().sum(), theta)
 
     def maps_fb():
-        torch.autograd.grad(fidelity_maps(x, states, (4, 4)), states, g)
+        torch.autograd.grad(engine.maps(x, states, spec)[0], states, g)
 
     def layer_fb():
         layer.zero_grad(set_to_none=True)
@@ -62,22 +73,18 @@ def cases(batch: int, filters: int) -> dict:
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
 
-    def fresh_state():  # a new angle each call: the inference cache of FilterAnsatz.state never hits
+    def fresh_state():  # a new angle each call: no cache can hit
         theta.data[0, 0, 0, 0] += 1e-3
-        return layer.ansatz.state(theta)
+        return layer.ansatz.state(theta, method=method)
 
-    fwd = {"ansatz.state forward (new angles)": fresh_state,
-           "patch_norms": lambda: patch_norms(x, (4, 4), (1, 1), (0, 0)),
-           "fidelity_maps forward": lambda: fidelity_maps(x, states, (4, 4)),
+    fwd = {"ansatz state forward (new angles)": fresh_state,
+           "patch norms": norms,
+           "fidelity maps forward": lambda: engine.maps(x, states, spec),
            "QuConv2d forward": lambda: layer(x)}
     out = {name: (lambda f=fn: _no_grad(f)) for name, fn in fwd.items()}
-    out.update({"ansatz.state forward+backward": state_fb, "fidelity_maps forward+backward": maps_fb,
+    out.update({"ansatz state forward+backward": state_fb, "fidelity maps forward+backward": maps_fb,
                 "QuConv2d forward+backward": layer_fb, "W3 training step (conv->linear->Adam)": step})
     return out
-
-
-def _mode(mode: str):
-    return fastpath.disabled() if mode == "before" else contextlib.nullcontext()
 
 
 def main() -> None:
@@ -87,25 +94,25 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
-    table = cases(args.batch, args.filters)
-    samples = {(name, mode): [] for name in table for mode in ("before", "after")}
+    tables = {mode: cases(args.batch, args.filters, mode) for mode in MODES}
+    names = list(tables["after"])
+    samples = {(name, mode): [] for name in names for mode in MODES}
     numbers = {}
-    for name, fn in table.items():  # warm-up, and calls per sample for ~50 ms samples
-        for mode in ("before", "after"):
-            with _mode(mode):
-                fn()
-                numbers[name, mode] = max(1, int(0.05 / max(timed(fn, 3)[0], 1e-6)))
+    for name in names:  # warm-up, and calls per sample for ~50 ms samples
+        for mode in MODES:
+            fn = tables[mode][name]
+            fn()
+            numbers[name, mode] = max(1, int(0.05 / max(timed(fn, 3)[0], 1e-6)))
     for _ in range(args.repeats):
-        for name, fn in table.items():
-            for mode in ("before", "after"):
-                with _mode(mode):
-                    samples[name, mode].append(timed(fn, numbers[name, mode]))
+        for name in names:
+            for mode in MODES:
+                samples[name, mode].append(timed(tables[mode][name], numbers[name, mode]))
     rows = []
     print(f"batch {args.batch}, {args.filters} filters 4x4, 3 layers, float32, torch threads "
           f"{torch.get_num_threads()}; median CPU (wall) per call over {args.repeats} samples\n")
-    print("| piece | before (reference) | after (fast path) | speed-up |")
+    print("| piece | before (reference path) | after (fused engine) | speed-up |")
     print("|---|---|---|---|")
-    for name in table:
+    for name in names:
         b = statistics.median(c for c, _ in samples[name, "before"])
         a = statistics.median(c for c, _ in samples[name, "after"])
         bw = statistics.median(w for _, w in samples[name, "before"])
