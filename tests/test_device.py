@@ -71,7 +71,7 @@ def test_layer_on_device_matches_the_float64_reference(geometry, x_grad, allow_t
     x = _data(gen, channels=channels)
     g = torch.randn(layer(x).shape, generator=gen)
     expected, theta_grad, x_grad_ref = _reference(layer, x, g, x_grad)
-    nonzero_patches = int(valid_patches(x.double(), layer._spec).sum())
+    nonzero_patches = int(valid_patches(x.double(), layer.spec).sum())
     tol_f, tol_g = (TF32_F, TF32_GRAD) if allow_tf32 else (F32_F, F32_GRAD)
     # on a GPU: the Triton engine ("torch" resolves CUDA calls of up to 8 filters to it), then the fused engine in
     # one pass and in chunks of one image recomputed in the backward (on the CPU all three are the fused engine)

@@ -286,7 +286,7 @@ def test_a_setting_is_validated_on_assignment_and_a_bad_value_leaves_the_layer_u
 @pytest.mark.parametrize("mode", ["autograd", "parameter-shift", "entanglement"])
 def test_a_forward_alone_bills_no_backward_and_each_backward_is_billed_when_it_runs(mode):
     layer, x = make(CONFIGS[2], out=3, layers=1, gradient=mode)
-    nonzero = int(valid_patches(x, layer._spec).sum())
+    nonzero = int(valid_patches(x, layer.spec).sum())
     per_backward = 2 * layer.theta.numel() * nonzero  # every upstream value is non-zero: every circuit runs
     up = torch.rand(layer(x).shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) + 0.5
     layer.reset_cost()
@@ -315,14 +315,14 @@ def test_a_gradient_for_the_input_alone_bills_no_filter_circuits():
     assert gx.abs().sum() > 0 and layer.theta.grad is None
     assert layer.last_cost["backward"].circuits == 0 and layer.total_cost()["backward"]["circuits"] == 0
     layer(x).sum().backward()
-    assert layer.last_cost["backward"].circuits == 2 * layer.theta.numel() * int(valid_patches(x, layer._spec).sum())
+    assert layer.last_cost["backward"].circuits == 2 * layer.theta.numel() * int(valid_patches(x, layer.spec).sum())
 
 @pytest.mark.parametrize("mode", ["autograd", "parameter-shift"])
 def test_a_forward_under_no_grad_bills_no_backward(mode):
     layer, x = make(CONFIGS[0], out=3, layers=1, gradient=mode)
     with torch.no_grad():
         out = layer(x)
-    assert not out.requires_grad and layer.last_cost["forward"].circuits == 3 * int(valid_patches(x, layer._spec).sum())
+    assert not out.requires_grad and layer.last_cost["forward"].circuits == 3 * int(valid_patches(x, layer.spec).sum())
     assert layer.last_cost["backward"] == QuantumCost()
     assert layer.total_cost()["backward"] == {"circuits": 0, "shots": 0}
     layer.theta.requires_grad_(False)  # inference with frozen filters: nothing to differentiate either

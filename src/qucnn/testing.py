@@ -80,7 +80,7 @@ def _layer(backend: Backend, geometry: tuple, filters: int = 3, layers: int = 2,
 
 def _reference(layer: QuConv2d, x: Tensor, theta: Tensor | None = None) -> Tensor:
     states = layer.ansatz.state(layer.theta if theta is None else theta, method="gates")
-    return reference_maps(x, states, layer._spec)
+    return reference_maps(x, states, layer.spec)
 
 
 def _close(name: str, got: Tensor, want: Tensor, tol: float) -> str | None:
@@ -97,7 +97,7 @@ def _forward(backend: Backend, tol: float) -> list[str]:
         with torch.no_grad():
             out, want = layer(x), _reference(layer, x)
         failures.append(_close(f"forward, geometry {i} {geometry}", out, want, tol))
-        valid = valid_patches(x, layer._spec).expand_as(out)
+        valid = valid_patches(x, layer.spec).expand_as(out)
         if out.shape == want.shape and not bool(torch.all(out[~valid] == 0)):
             failures.append(f"forward, geometry {i}: all-zero patches must give exactly 0")
         if out.dtype != x.dtype:
@@ -199,7 +199,7 @@ def _sampled(backend: Backend, layer: QuConv2d, x: Tensor, up: Tensor, truth: Te
         grads.append(layer.theta.grad.clone())
     layer.gradient_budget = None
     mean = torch.stack(grads).mean(0).reshape(truth.shape[0], -1)
-    valid = valid_patches(x, layer._spec)
+    valid = valid_patches(x, layer.spec)
     var = sampled_variance(up, truth.reshape(truth.shape[0], -1), valid, layer.theta[0].numel(), budget)
     bound = SIGMAS * (var.clamp(min=0) / repeats).sqrt() + 1e-9
     wrong = (mean - truth.reshape(mean.shape)).abs() > bound
@@ -216,7 +216,7 @@ def _shots(backend: Backend, exact: bool) -> list[str]:
         layer.generator = torch.Generator().manual_seed(11)
         batch = x.repeat(copies, 1, 1, 1)  # copies in one call: independent draws within a call, and across calls
         draws = torch.cat([layer(batch).unflatten(0, (copies, x.shape[0])) for _ in range(calls)]).double()
-    valid = (f > 0) & valid_patches(x, layer._spec)
+    valid = (f > 0) & valid_patches(x, layer.spec)
     repeats = copies * calls
     mean, var = draws.mean(0), draws.var(0)
     theory = (1 - f**2) / shots
@@ -226,7 +226,7 @@ def _shots(backend: Backend, exact: bool) -> list[str]:
     rel = (var[valid] / theory[valid] - 1).abs()
     if not bool(torch.all(rel <= SIGMAS * math.sqrt(2 / (repeats - 1)) + 0.05)):
         failures.append(f"shots: the variance of {shots}-shot estimates is not (1 - F^2) / S")
-    if not bool(torch.all(draws[:, ~valid_patches(x, layer._spec).expand_as(f)] == 0)):
+    if not bool(torch.all(draws[:, ~valid_patches(x, layer.spec).expand_as(f)] == 0)):
         failures.append("shots: all-zero patches must give 0 (nothing is run)")
     cost = layer.last_cost["forward"]
     if cost.shots != cost.circuits * shots:
@@ -236,7 +236,7 @@ def _shots(backend: Backend, exact: bool) -> list[str]:
 
 def _cost(backend: Backend, exact: bool) -> list[str]:
     layer, x = _layer(backend, GEOMETRIES[2], shots=None if exact else 50)
-    count = int(valid_patches(x, layer._spec).sum())
+    count = int(valid_patches(x, layer.spec).sum())
     failures = []
     out = layer(x.clone().requires_grad_(True))
     forward = layer.last_cost["forward"]

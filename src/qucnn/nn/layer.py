@@ -144,6 +144,12 @@ class QuConv2d(nn.Module):
         """The filter states ``U(theta_i)|0>``: complex ``(out_channels, 2**n_qubits)``."""
         return self._backend_object.filter_states(self.theta)
 
+    @property
+    def spec(self) -> ConvSpec:
+        """The window geometry (kernel, stride, padding, dilation, padding mode) as a
+        :class:`~qucnn.core.geometry.ConvSpec`."""
+        return self._spec
+
     def output_shape(self, height: int, width: int) -> tuple[int, int]:
         """``(H', W')`` for an input of ``height x width``."""
         return self._spec.output_size(height, width)

@@ -153,7 +153,7 @@ class QiskitExecutor:
             raise TypeError(f"x must be a real floating tensor, got {x.dtype}")
         check_finite(x, "x")
         h_out, w_out = layer.output_shape(x.shape[-2], x.shape[-1])
-        xp, spec = layer._spec.prepare(x.detach().double())
+        xp, spec = layer.spec.prepare(x.detach().double())
         return xp, spec, (x.shape[0], h_out, w_out, layer.out_channels)
 
     def _record(self, circuits, jobs_before: int) -> None:
