@@ -42,7 +42,7 @@ from ..backends.base import Backend, Filters, Result
 from ..backends.registry import get_backend
 from ..backends.simulator import SimulatorBackend, checked_maps
 from ..core.geometry import ConvSpec
-from ..core.windows import valid_patches
+from ..core.windows import compute_dtype, valid_patches
 from ..utils.checks import UsageError, check_finite
 from ..utils.devices import autocast_off
 from . import gradients
@@ -116,6 +116,7 @@ class _QuantumGradient(torch.autograd.Function):
 def _estimate(call: _Call, x: Tensor, theta: Tensor, g: Tensor) -> Tensor:
     settings = call.settings
     tic = time.perf_counter()
+    g = g.to(compute_dtype(g.dtype))  # sums over every output: half-precision upstream values add in float32
     if settings.gradient == "sampled":
         est = gradients.sampled(call.engine, x, theta, call.spec, g, settings.gradient_budget, settings.generator,
                                 valid=call.valid)
