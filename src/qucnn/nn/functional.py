@@ -131,7 +131,7 @@ def _estimate(call: _Call, x: Tensor, theta: Tensor, g: Tensor) -> Tensor:
     return est.grad
 
 
-def check_theta(theta: Tensor, channels: int, spec: ConvSpec, layers: int | None = None) -> None:
+def check_theta(theta: Tensor, channels: int, spec: ConvSpec) -> None:
     """``TypeError``/``UsageError`` unless ``theta`` is a real float tensor ``(O, L, n, 2)`` for ``channels``."""
     if not isinstance(theta, Tensor):
         raise TypeError(f"theta must be a torch.Tensor, got {type(theta).__name__}")
@@ -141,8 +141,6 @@ def check_theta(theta: Tensor, channels: int, spec: ConvSpec, layers: int | None
     if theta.dim() != 4 or theta.shape[2:] != (n, 2):
         raise UsageError(f"theta must have shape (out_channels, layers, {n}, 2) for {channels} channel(s) and "
                          f"kernel {spec.kernel} ({n} qubits), got {tuple(theta.shape)}")
-    if layers is not None and theta.shape[1] != layers:
-        raise UsageError(f"layers={layers} but theta has {theta.shape[1]} layer(s) (shape {tuple(theta.shape)})")
 
 
 def check_input(x: Tensor, channels: int | None = None) -> Tensor:
