@@ -513,3 +513,21 @@ def test_a_circuit_backend_holding_a_live_object_says_so_when_pickled():
         pickle.dumps(backend)
     clone = copy.deepcopy(backend)  # a deep copy needs no pickle: a backend of its own, the same settings
     assert isinstance(clone, QiskitBackend) and clone.arguments.keys() == backend.arguments.keys()
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference", "triton"])
+@pytest.mark.parametrize("dtype, tiny", [(torch.float32, 1e-40), (torch.float32, 1e-45), (torch.float64, 5e-324)])
+def test_a_subnormal_image_gives_its_fidelities_not_nan(backend, dtype, tiny):
+    """An image whose largest value is subnormal: its power-of-two scale would overflow to inf (and inf * 0 is
+    NaN in every output and in theta's gradient); it gives the fidelities of the same patch at a normal scale."""
+    layer = QuConv2d(1, 2, 4, backend=backend, generator=torch.Generator().manual_seed(0)).to(dtype)
+    x = torch.zeros(2, 1, 8, 8, dtype=dtype)
+    x[0, 0, 3, 3] = tiny
+    x[1] = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    out = layer(x)
+    out.sum().backward()
+    normal = x.clone()
+    normal[0, 0, 3, 3] = 1.0
+    want = QuConv2d(1, 2, 4, backend="reference", generator=torch.Generator().manual_seed(0)).double()(normal.double())
+    assert not out.isnan().any() and not layer.theta.grad.isnan().any()
+    assert (out.detach().double() - want.detach()).abs().max() <= (1e-6 if dtype == torch.float32 else 1e-14)

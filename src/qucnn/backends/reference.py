@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..core.ansatz import FilterAnsatz
 from ..core.geometry import ConvSpec
-from ..core.windows import compute_dtype
+from ..core.windows import compute_dtype, power_of_two_scale
 from .simulator import SimulatorBackend
 
 
@@ -44,7 +44,7 @@ def unit_patches(x: Tensor, spec: ConvSpec) -> Tensor:
     value near 1, so that no patch, however faint beside the others, loses a digit; differentiable to any order."""
     patches = F.unfold(x, spec.kernel, dilation=spec.dilation, padding=spec.padding, stride=spec.stride)
     top = patches.detach().abs().amax(1, keepdim=True)
-    scaled = patches * torch.ldexp(torch.ones_like(top), -torch.frexp(top).exponent)
+    scaled = patches * power_of_two_scale(top)
     return scaled * _safe_rsqrt((scaled * scaled).sum(1, keepdim=True))
 
 

@@ -47,6 +47,15 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in HALF_TYPES else dtype
 
 
+def power_of_two_scale(top: Tensor) -> Tensor:
+    """``2**-e`` with ``e`` the exponent of ``top`` (``frexp``), which brings ``top`` into ``[0.5, 1)``; 1 where
+    ``top`` is 0. For a subnormal ``top``, whose ``2**-e`` would overflow to inf, the largest finite power of two
+    of the dtype that is safe to multiply by: ``top`` then lands on a normal number, and nothing becomes inf or
+    NaN."""
+    cap = math.frexp(torch.finfo(top.dtype).max)[1] - 2
+    return torch.ldexp(torch.ones_like(top), (-torch.frexp(top).exponent).clamp(max=cap))
+
+
 def scale_input(x: Tensor) -> tuple[Tensor, float]:
     """``(x', lift)``: ``x`` in :func:`compute_dtype`, each image scaled by ``2**-e`` so that its largest
     magnitude lies in ``[0.5, 1)`` (all-zero images unscaled), and the power of two ``lift`` that brings the
@@ -64,7 +73,7 @@ def scale_input(x: Tensor) -> tuple[Tensor, float]:
         safe = 2.0 ** SAFE_EXPONENT[x.dtype]
         if 1 / safe <= smallest and largest <= safe and largest <= smallest * SAFE_SPREAD:
             return x, math.ldexp(1.0, exponent - math.frexp(largest)[1])
-    return x * torch.ldexp(torch.ones_like(top), -torch.frexp(top).exponent), 2.0**exponent
+    return x * power_of_two_scale(top), 2.0**exponent
 
 
 def prepare_input(x: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ...core.geometry import ConvSpec
-from ...core.windows import NORM_EXPONENT
+from ...core.windows import NORM_EXPONENT, power_of_two_scale
 from ...utils.checks import UsageError
 from . import kernels, tap_kernels
 from .plan import (MIXED_MAX_SHOTS, SAVING_MAX_CHUNK, STIRLING_TAILS, Plan, fit, idx64, input_grad_tiles, padded,
@@ -47,7 +47,7 @@ def image_scale(x: Tensor) -> Tensor:
     """Per image ``2**-e`` bringing its largest magnitude into ``[0.5, 1)`` (1 for all-zero images), ``(B,)`` in
     the compute dtype (half precision: float32)."""
     top = x.detach().abs().amax(dim=(1, 2, 3)).to(torch.float64 if x.dtype == torch.float64 else torch.float32)
-    return torch.ldexp(torch.ones_like(top), -torch.frexp(top).exponent)
+    return power_of_two_scale(top)
 
 
 def state_view(states: Tensor) -> tuple[Tensor, bool]:
