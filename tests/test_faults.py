@@ -531,3 +531,20 @@ def test_a_subnormal_image_gives_its_fidelities_not_nan(backend, dtype, tiny):
     want = QuConv2d(1, 2, 4, backend="reference", generator=torch.Generator().manual_seed(0)).double()(normal.double())
     assert not out.isnan().any() and not layer.theta.grad.isnan().any()
     assert (out.detach().double() - want.detach()).abs().max() <= (1e-6 if dtype == torch.float32 else 1e-14)
+
+
+def test_a_finished_run_without_its_checkpoint_is_not_replaced_silently(tmp_path, capsys):
+    """Results of an earlier run (``metrics.json``, ``model.pt``) are kept unless --overwrite is passed, whatever
+    kind of run wrote them and whether its checkpoint is still there."""
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), *TINY]) == 0
+    (out / "checkpoint.pt").unlink(missing_ok=True)
+    before = {name: (out / name).read_bytes() for name in ("metrics.json", "model.pt")}
+    capsys.readouterr()
+    assert cli.main(["train", "--out", str(out), *TINY, "--seed", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "metrics.json" in err and "--overwrite" in err
+    assert cli.main(["train", "--out", str(out), *TINY, "--compare", "--kinds", "classical", "--seeds", "0"]) == 2
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert cli.main(["train", "--out", str(out), *TINY, "--seed", "5", "--overwrite"]) == 0
+    assert (out / "metrics.json").read_bytes() != before["metrics.json"]

@@ -55,6 +55,10 @@ def _run_dirs(cfg: TrainConfig) -> dict[tuple[str, str, int], Path | None]:
             for k in cfg.run_kinds for h in compare.run_heads(cfg) for s in cfg.run_seeds}
 
 
+#: What a finished run leaves in its output folder, which a new run there would replace.
+RESULT_FILES = ("metrics.json", "model.pt")
+
+
 def _check_outputs(cfg: TrainConfig) -> None:
     """Refuse, before anything is written, to resume from a bad checkpoint or to clobber a good one."""
     paths = {k: d / "checkpoint.pt" for k, d in _run_dirs(cfg).items() if d is not None}
@@ -71,6 +75,11 @@ def _check_outputs(cfg: TrainConfig) -> None:
     elif existing and not cfg.overwrite:
         raise UsageError(f"{', '.join(map(str, existing.values()))} already exists: pass --resume to continue "
                          "that run, --overwrite to start afresh, or choose another --out")
+    elif cfg.out and not cfg.overwrite:  # a finished run keeps its results even without its checkpoint
+        results = [Path(cfg.out) / name for name in RESULT_FILES if (Path(cfg.out) / name).exists()]
+        if results:
+            raise UsageError(f"{', '.join(map(str, results))} already exists (results of an earlier run): pass "
+                             "--overwrite to replace them, or choose another --out")
     if cfg.out:
         check_writable_dir(cfg.out)
     if cfg.out and cfg.plot:
