@@ -548,3 +548,16 @@ def test_a_finished_run_without_its_checkpoint_is_not_replaced_silently(tmp_path
     assert {name: (out / name).read_bytes() for name in before} == before
     assert cli.main(["train", "--out", str(out), *TINY, "--seed", "5", "--overwrite"]) == 0
     assert (out / "metrics.json").read_bytes() != before["metrics.json"]
+
+
+def test_the_memory_estimate_counts_the_adjoint_backward_of_the_filter_states():
+    """A filter gradient forms every layer's n bit-flipped states at once (16 qubits, 64 filters, 10 layers: 5 GiB in
+    complex64); the estimate counts them when theta needs a gradient, and not under no_grad."""
+    from qucnn.core.geometry import ConvSpec
+    from qucnn.nn.memory import call_bytes
+    theta = torch.zeros(64, 10, 16, 2, requires_grad=True)
+    x, spec = torch.zeros(1, 1, 256, 256), ConvSpec.make(256)
+    flipped = 10 * 64 * 2**16 * 16 * 8
+    assert call_bytes(x, theta, spec) >= flipped
+    with torch.no_grad():
+        assert call_bytes(x, theta, spec) < flipped / 8

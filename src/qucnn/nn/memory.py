@@ -28,12 +28,15 @@ MEMORY_FRACTION = 0.8
 
 
 def call_bytes(x: Tensor, theta: Tensor, spec: ConvSpec) -> int:
-    """Bytes of the unchunkable allocations of one call: filter states (every layer's, for the adjoint
-    backward), weights, output maps and their validity mask."""
+    """Bytes of the unchunkable allocations of one call: filter states (every layer's, and when ``theta`` needs a
+    gradient the ``n`` bit-flipped copies of each that the adjoint backward forms at once), weights, output maps and
+    their validity mask."""
     real = 8 if x.dtype == torch.float64 else 4
     filters, layers, n = theta.shape[:3]
     d = 2**n
     states = (layers + 2) * filters * d * 2 * max(real, theta.element_size())
+    if theta.requires_grad and torch.is_grad_enabled():  # the adjoint backward: every layer's n flipped states
+        states += layers * filters * d * n * 2 * max(real, theta.element_size())
     weights = 2 * filters * spec.patch_size(x.shape[1]) * real
     ho, wo = spec.output_size(*x.shape[-2:])
     maps = x.shape[0] * (filters * real + 1) * ho * wo
