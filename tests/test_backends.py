@@ -179,6 +179,13 @@ def test_a_wrong_return_type_names_the_backend_and_the_method():
                                         r"expected torch.float64"):
         QuConv2d(1, 2, 2, layers=1, backend=SingleF()).double()(torch.rand(1, 1, 4, 4, dtype=torch.float64))
 
+    class NoStates(Outside):
+        def filter_states(self, theta):
+            return None
+
+    with pytest.raises(TypeError, match=r"\(NoStates\)\.filter_states returned NoneType"):
+        QuConv2d(1, 2, 2, layers=1, backend=NoStates())(torch.rand(1, 1, 4, 4))
+
     class NoResult(Outside):
         def expectations(self, *args, **kwargs):
             return super().expectations(*args, **kwargs).values

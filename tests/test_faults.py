@@ -219,6 +219,16 @@ def test_checkpoint_of_format_1_without_integrity_check_is_refused_with_a_reason
     assert "has format version 1, written before checkpoints carried an integrity check" in _one_line(capsys)
 
 
+
+def test_checkpoint_without_its_seal_is_refused_as_unsealed(tmp_path, capsys):
+    path = _interrupted_run(tmp_path / "run")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt.pop("integrity")
+    torch.save(ckpt, path)
+    assert cli.main(["train", "--out", str(path.parent), *TINY, "--resume"]) == 2
+    err = _one_line(capsys)
+    assert "carries no SHA-256 record of its contents" in err and str(path) in err
+
 def test_checkpoint_resume_after_sealing_is_still_bit_identical(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert cli.main(["train", "--out", str(full), *TINY]) == 0

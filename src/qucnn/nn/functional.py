@@ -247,6 +247,9 @@ def _run(x: Tensor, theta: Tensor, spec: ConvSpec, settings: QuantumSettings, ba
     if isinstance(engine, SimulatorBackend) and (settings.shots is None or needs_graph):
         shape = (x.shape[0], o) + spec.output_size(*x.shape[-2:])
         states = engine.filter_states(theta)
+        if not isinstance(states, Tensor):
+            raise TypeError(f"backend {engine.name!r} ({type(engine).__name__}).filter_states returned "
+                            f"{type(states).__name__}, expected a tensor of filter states")
         out, valid = checked_maps(engine.maps(x, states, spec), engine, shape, x.dtype)
         if settings.shots is not None:  # shot noise forward, the expectation's gradient backward
             noisy = engine.sample(out.detach(), settings.shots, settings.generator)

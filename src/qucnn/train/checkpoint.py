@@ -138,6 +138,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UsageError(f"checkpoint {path} has version {ckpt.get('version')!r}; this qucnn reads "
                          f"version {CHECKPOINT_VERSION}")
     seal = ckpt.get(INTEGRITY_KEY)
+    if seal is None:
+        raise UsageError(f"checkpoint corrupted: {path} carries no SHA-256 record of its contents (every checkpoint "
+                         "of this version is written with one), so they cannot be verified; it was left as it is. "
+                         "Resume from a good copy, or start afresh with --overwrite")
     if not isinstance(seal, dict) or seal.get("algorithm") != "sha256" or seal.get("digest") != checkpoint_digest(ckpt):
         raise UsageError(f"checkpoint corrupted: the contents of {path} do not match the SHA-256 recorded when it "
                          "was written (a damaged disk or copy?); it was left as it is. Resume from a good copy, "
