@@ -135,6 +135,17 @@ def _inversion(n, q, walking, key, c0, c1, stream):
 
 
 @triton.jit
+def _finish(result, n, q, flip, todo, btrs, active, key, c0, c1, stream):
+    """Both samplers' last step: the lanes that did not run BTRS drawn by inversion, the draw of ``q`` flipped
+    back where ``p > 1/2``, and 0 on inactive lanes."""
+    walking = todo & ~btrs
+    if tl.max(walking.to(tl.int32)) > 0:
+        result = tl.where(btrs, result, _inversion(n, q, walking, key, c0, c1, stream))
+    result = tl.where(flip, n - result, result)
+    return tl.where(active, result, 0.0)
+
+
+@triton.jit
 def binomial(shots, p, active, key_ptr, tail_ptr, counter):
     """``Binomial(shots, p)`` draws (float64, the shape of ``p``) where ``active``; 0 elsewhere. ``counter``
     (int64, the shape of ``p``) numbers the elements: distinct elements must have distinct counters."""
@@ -152,11 +163,7 @@ def binomial(shots, p, active, key_ptr, tail_ptr, counter):
         result = tl.where(pending & ok, k, result)
         pending = pending & ~ok
         draw = draw + 1
-    walking = todo & ~btrs
-    if tl.max(walking.to(tl.int32)) > 0:
-        result = tl.where(btrs, result, _inversion(n, q, walking, key, c0, c1, stream))
-    result = tl.where(flip, n - result, result)
-    return tl.where(active, result, 0.0)
+    return _finish(result, n, q, flip, todo, btrs, active, key, c0, c1, stream)
 
 
 @triton.jit
@@ -238,11 +245,7 @@ def binomial_mixed(shots, p, active, key_ptr, tail_ptr, counter):
         result = tl.where(pending & ok, k, result)
         pending = pending & ~ok
         draw = draw + 1
-    walking = todo & ~btrs
-    if tl.max(walking.to(tl.int32)) > 0:
-        result = tl.where(btrs, result, _inversion(n, q, walking, key, c0, c1, stream))
-    result = tl.where(flip, n - result, result)
-    return tl.where(active, result, 0.0)
+    return _finish(result, n, q, flip, todo, btrs, active, key, c0, c1, stream)
 
 
 @triton.jit
